@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# System tools the tests use for real (chpasswd, ssh-keygen, setfacl, slapd, shc).
+# Installs what is missing when running as root with apt-get; otherwise the
+# tests that need a tool skip with the reason.
+set -euo pipefail
+need=()
+command -v chpasswd >/dev/null || need+=(passwd)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v setfacl >/dev/null || need+=(acl)
+command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] || need+=(slapd)
+command -v ldapadd >/dev/null || need+=(ldap-utils)
+command -v shc >/dev/null || need+=(shc)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "system-deps: missing ${need[*]} and cannot install (not root or no apt-get); tests needing them will skip" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+echo "system-deps: installing ${need[*]}" >&2
+apt-get update -qq >/dev/null
+# slapd's postinst would otherwise ask questions; tests run their own slapd on a temp dir.
+echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian starts the packaged slapd service on install; the tests need none of it.
+if command -v service >/dev/null; then service slapd stop >/dev/null 2>&1 || true; fi

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: system tools, virtualenv, packages, lint, tests.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash scripts/system-deps.sh
+bash scripts/dev-env.sh test
+.venv/bin/ruff check src tests bench workshops
+.venv/bin/python -m pytest "$@"

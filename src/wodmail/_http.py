@@ -1,0 +1,80 @@
+"""What the portal and hub clients share: one timed, logged request, and reading odd bodies.
+
+Transport failures (refused, reset, timed out) become `PeerUnavailable`; statuses are left
+to each client, which knows what they mean for its peer. Logs carry method, path, status
+and duration only: never headers (tokens) nor bodies (passwords).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import structlog
+
+from wodmail.errors import PeerUnavailable
+
+log = structlog.get_logger(__name__)
+
+_SNIPPET_CHARS = 200
+
+
+async def send(
+    client: httpx.AsyncClient,
+    *,
+    peer: str,
+    event: str,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    json_body: Any = None,
+) -> httpx.Response:
+    """One request; logged as `event` with method, path, status and duration_ms."""
+    started = time.monotonic()
+    try:
+        response = await client.request(method, path, headers=headers, json=json_body)
+    except httpx.TimeoutException as exc:
+        _log(event, method, path, None, started, error=type(exc).__name__)
+        timeout = client.timeout.read
+        raise PeerUnavailable(peer, f"{method} {path}: no answer within {timeout} s") from exc
+    except httpx.TransportError as exc:
+        _log(event, method, path, None, started, error=type(exc).__name__)
+        raise PeerUnavailable(
+            peer, f"{method} {path}: cannot reach {client.base_url} ({_reason(exc)})"
+        ) from exc
+    _log(event, method, path, response.status_code, started)
+    return response
+
+
+def describe_body(response: httpx.Response) -> str:
+    """A short, readable account of an error body: its `message`, its text, or '(empty body)'."""
+    text = response.text.strip()
+    if not text:
+        return "(empty body)"
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return _shorten(text)
+    if isinstance(payload, dict) and isinstance(payload.get("message"), str):
+        return _shorten(payload["message"])
+    return _shorten(json.dumps(payload))
+
+
+def _log(
+    event: str, method: str, path: str, status: int | None, started: float, **extra: Any
+) -> None:
+    duration_ms = round((time.monotonic() - started) * 1000, 1)
+    unavailable = status is None or status >= 500
+    emit = log.warning if unavailable else log.info
+    emit(event, method=method, path=path, status=status, duration_ms=duration_ms, **extra)
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS - 1] + "…"

@@ -1,0 +1,185 @@
+"""`wodmail`: serve | jobs | show | check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from wodmail.config import Config, load_config
+from wodmail.errors import ConfigurationError, WodmailError
+from wodmail.jobs import Job, JobState
+from wodmail.journal import JournalReader
+from wodmail.logs import configure_logging
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help="YAML config file (default: $WODMAIL_CONFIG, else the embedded defaults)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wodmail", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the daemon in the foreground")
+    _add_config(serve)
+
+    jobs = commands.add_parser("jobs", help="list orders, newest first")
+    _add_config(jobs)
+    jobs.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    jobs.add_argument("--state", action="append", choices=[s.value for s in JobState])
+    jobs.add_argument("--student", type=int)
+    jobs.add_argument("--workshop")
+    jobs.add_argument("--verb", type=str.upper, choices=["CREATE", "CLEANUP", "RESET", "PURGE"])
+    jobs.add_argument("--limit", type=int, default=None)
+
+    show = commands.add_parser("show", help="one order, with its result")
+    _add_config(show)
+    show.add_argument("job", type=int)
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--raw", action="store_true", help="also print the mail as received")
+
+    check = commands.add_parser("check-config", help="validate the config and print it")
+    _add_config(check)
+    return parser
+
+
+def _reader(config: Config) -> JournalReader:
+    try:
+        return JournalReader(config.journal_path())
+    except FileNotFoundError:
+        raise WodmailError(
+            f"no journal at {config.journal_path()} (has `wodmail serve` run with this config?)"
+        ) from None
+
+
+def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from wodmail.dispatcher import noop_runner
+    from wodmail.service import serve_forever
+
+    asyncio.run(serve_forever(config, noop_runner))
+    return 0
+
+
+def _cmd_jobs(config: Config, args: argparse.Namespace) -> int:
+    states = [JobState(s) for s in args.state] if args.state else None
+    jobs = _reader(config).list_jobs(
+        states=states,
+        student=args.student,
+        workshop=args.workshop,
+        verb=args.verb,
+        limit=args.limit,
+    )
+    if args.json:
+        json.dump([job.to_public() for job in jobs], sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'ID':>6}  {'STATE':<9} {'VERB':<8} {'STUDENT':<9} {'CUST':>6}  "
+          f"{'WORKSHOP':<22} {'RECEIVED':<24} REASON")
+    for job in jobs:
+        public = job.to_public()
+        student = "?" if job.student is None else _student_text(job)
+        print(
+            f"{job.id:>6}  {job.state.value:<9} {job.verb or '-':<8} {student:<9} "
+            f"{_text(job.customer):>6}  {job.workshop or '-':<22} "
+            f"{public['received_at']:<24} {job.reason or ''}"
+        )
+    return 0
+
+
+def _student_text(job: Job) -> str:
+    if job.student_max is not None:
+        return f"{job.student},{job.student_max}"
+    return str(job.student)
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _cmd_show(config: Config, args: argparse.Namespace) -> int:
+    reader = _reader(config)
+    job = reader.get(args.job)
+    if job is None:
+        raise WodmailError(f"no job {args.job} in {config.journal_path()}")
+    public = job.to_public(with_secrets=True)
+    if args.raw:
+        raw = reader.raw(job.id) or b""
+        public["raw"] = raw.decode("utf-8", "replace")
+    if args.json:
+        json.dump(public, sys.stdout, indent=2)
+        print()
+        return 0
+    print(render_job(public))
+    return 0
+
+
+def render_job(public: dict[str, Any]) -> str:
+    """The human-readable form of one job (`wodmail show`)."""
+    lines = [f"job {public['id']}: {public['state']}"]
+    for key in ("verb", "student", "customer", "workshop", "email", "reason", "received_at",
+                "started_at", "finished_at", "attempts", "duplicates", "peer", "envelope_from",
+                "sender", "subject", "message_id"):
+        if public.get(key) not in (None, "", 0) or key in ("student", "customer"):
+            lines.append(f"  {key + ':':<14} {_text(public.get(key))}")
+    result = public.get("result") or {}
+    for key, value in result.items():
+        if key == "steps":
+            continue
+        shown = json.dumps(value) if isinstance(value, dict | list) else value
+        lines.append(f"  {key + ':':<14} {shown}")
+    for step in result.get("steps", []):
+        status = step.get("status", "?")
+        detail = f"  {step['error']}" if step.get("error") else ""
+        lines.append(f"    - {step.get('name')}: {status} {step.get('ms', '?')} ms{detail}")
+    if public.get("raw"):
+        lines.append("  raw mail:")
+        lines.extend(f"    | {line}" for line in public["raw"].splitlines())
+    return "\n".join(lines)
+
+
+def _cmd_check_config(config: Config, args: argparse.Namespace) -> int:
+    from wodmail.service import describe
+
+    json.dump(describe(config), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+COMMANDS = {
+    "serve": _cmd_serve,
+    "jobs": _cmd_jobs,
+    "show": _cmd_show,
+    "check-config": _cmd_check_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        config = load_config(args.config)
+        return COMMANDS[args.command](config, args)
+    except ConfigurationError as exc:
+        print(f"wodmail: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except WodmailError as exc:
+        print(f"wodmail: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""wodmail's configuration: one YAML file, validated by pydantic.
+
+Every key has an embedded default, so `wodmail serve` runs with no file at all. Unknown keys
+are refused (a typo must not silently fall back to a default). Errors name the file and the
+key path, e.g. ``/etc/wodmail.yml: students.max: Input should be a valid integer``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from wodmail.errors import ConfigurationError
+
+CONFIG_ENV = "WODMAIL_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(10025, ge=0, le=65535)
+
+
+class Students(_Section):
+    min: int = Field(1, ge=0, description="USERMIN")
+    max: int = Field(20, ge=0, description="USERMAX")
+    base_id: int = Field(0, ge=0, description="BASESTDID: API-DB id of student N is N + base_id")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Students:
+        if self.min > self.max:
+            raise ValueError(f"students.min ({self.min}) is greater than students.max ({self.max})")
+        return self
+
+
+class Notebooks(_Section):
+    public: Path | None = None
+    private: Path | None = None
+
+    def folder_of(self, content: str) -> Path | None:
+        """The workshop folder: the public tree first, else the private one."""
+        for tree in (self.public, self.private):
+            if tree is not None and (tree / content).is_dir():
+                return tree / content
+        return None
+
+
+class Portal(_Section):
+    url: str | None = None
+    user: str = "moderator"
+    password: str = ""
+    timeout_seconds: float = Field(10.0, gt=0)
+    token_ttl_seconds: float = Field(180.0, gt=0)
+
+
+class Hub(_Section):
+    url: str | None = None
+    token: str = ""
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+class Ldap(_Section):
+    server: str | None = None
+    port: int = 389
+    base_dn: str = ""
+    bind_dn: str = "cn=Directory Manager"
+    password: str = ""
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+class Accounts(_Section):
+    root: Path = Path("/")
+    password: str | None = None
+    password_length: int = Field(16, ge=8, le=128)
+    password_alphabet: str = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    admin_user: str | None = None
+    skel: list[Path] = Field(default_factory=list)
+    kill_grace_seconds: float = Field(5.0, ge=0)
+    ldap: Ldap = Field(default_factory=Ldap)
+
+
+class Scripts(_Section):
+    public: Path | None = None
+    private: Path | None = None
+    timeout_seconds: float = Field(300.0, gt=0)
+
+
+class Handlers(_Section):
+    private: Path | None = None
+
+
+class Dispatch(_Section):
+    concurrency: int = Field(8, ge=1, le=1024)
+    retry_deadline_seconds: float = Field(300.0, ge=0)
+    retry_base_seconds: float = Field(1.0, gt=0)
+    retry_max_seconds: float = Field(30.0, gt=0)
+    cleaned_wait_seconds: float = Field(900.0, ge=0)
+    cleaned_poll_seconds: float = Field(10.0, gt=0)
+
+
+class Config(_Section):
+    listen: Listen = Field(default_factory=Listen)
+    state_dir: Path = Path("/var/lib/wodmail")
+    allowed_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    allowed_senders: list[str] = Field(default_factory=list)
+    students: Students = Field(default_factory=Students)
+    notebooks: Notebooks = Field(default_factory=Notebooks)
+    max_message_bytes: int = Field(65536, ge=1024)
+    dedup_window_seconds: float = Field(120.0, ge=0)
+    students_dir: Path = Path("/student")
+    portal: Portal = Field(default_factory=Portal)
+    hub: Hub = Field(default_factory=Hub)
+    accounts: Accounts = Field(default_factory=Accounts)
+    scripts: Scripts = Field(default_factory=Scripts)
+    handlers: Handlers = Field(default_factory=Handlers)
+    dispatch: Dispatch = Field(default_factory=Dispatch)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    group_vars: list[Path] = Field(default_factory=list)
+    source: Path | None = Field(None, exclude=True, description="the file this was read from")
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a network: {net!r} ({exc})") from None
+        return value
+
+    @field_validator("allowed_senders")
+    @classmethod
+    def _senders(cls, value: list[str]) -> list[str]:
+        return [sender.strip().lower() for sender in value]
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(net, strict=False) for net in self.allowed_networks]
+
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.sqlite3"
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"{source}: {key}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validates an already-loaded mapping; errors name `source` and the key path."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{source}: the top level must be a mapping of keys")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigurationError(_format_errors(source, exc)) from None
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Reads the config from `path`, else $WODMAIL_CONFIG, else embedded defaults."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or None
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{path}: not valid YAML: {exc}") from None
+    config = parse_config(data, str(path))
+    return config.model_copy(update={"source": path})

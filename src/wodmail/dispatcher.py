@@ -1,0 +1,161 @@
+"""The dispatcher: runs committed orders, one lane per student, bounded overall.
+
+- Orders for one student run one at a time, in arrival (job id) order. A RESET range holds
+  the lane of every student in it; an order whose student is not known yet (the portal's
+  `[object Promise]`) holds its customer's lane.
+- At most `concurrency` orders do work at once. An order that waits (for the portal to say
+  `cleaned`, or between retries) gives its slot back while it waits, via `JobContext.idle()`,
+  so waiting never holds up other students.
+- The runner returns the result record (→ `done`) or raises (→ `failed`, the exception's
+  message as the reason, its `result` attribute, if any, as the result record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+
+from wodmail.jobs import Job, JobState
+from wodmail.journal import Journal
+
+log = structlog.get_logger(__name__)
+
+
+class JobContext:
+    """What a running order may ask of the dispatcher."""
+
+    def __init__(self, job: Job, slots: asyncio.Semaphore, journal: Journal) -> None:
+        self.job = job
+        self._slots = slots
+        self._journal = journal
+        self.started = time.monotonic()
+
+    @asynccontextmanager
+    async def idle(self) -> AsyncIterator[None]:
+        """Gives the concurrency slot back while the order waits (it keeps its lanes)."""
+        self._slots.release()
+        try:
+            yield
+        finally:
+            await self._slots.acquire()
+
+    async def save_progress(self, result: dict[str, Any]) -> None:
+        await self._journal.save_result(self.job.id, result)
+
+
+Runner = Callable[[Job, JobContext], Awaitable[dict[str, Any]]]
+
+
+async def noop_runner(job: Job, ctx: JobContext) -> dict[str, Any]:
+    """Stands where the lifecycle goes until it is configured: records that nothing was done."""
+    return {"summary": "no-op", "steps": []}
+
+
+def lane_keys(job: Job) -> list[str]:
+    if job.students:
+        return [f"student:{n}" for n in job.students]
+    return [f"customer:{job.customer}"]
+
+
+class Dispatcher:
+    """An `Executor` that runs each job through `runner` under the lane and slot rules."""
+
+    def __init__(self, journal: Journal, runner: Runner, *, concurrency: int = 8) -> None:
+        self._journal = journal
+        self._runner = runner
+        self._slots = asyncio.Semaphore(concurrency)
+        self._lanes: dict[str, deque[int]] = {}
+        self._lane_changed = asyncio.Condition()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._accepting = False
+
+    async def start(self) -> None:
+        self._accepting = True
+
+    def submit(self, job: Job) -> None:
+        if not self._accepting or job.id in self._tasks:
+            return
+        for key in lane_keys(job):
+            self._lanes.setdefault(key, deque()).append(job.id)
+        task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}")
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _t, job_id=job.id: self._tasks.pop(job_id, None))
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    async def _run(self, job: Job) -> None:
+        keys = lane_keys(job)
+        try:
+            async with self._lane_changed:
+                await self._lane_changed.wait_for(lambda: self._at_head(job.id, keys))
+            async with self._slots:
+                await self._execute(job)
+        finally:
+            await self._leave_lanes(job.id, keys)
+
+    def _at_head(self, job_id: int, keys: list[str]) -> bool:
+        return all(self._lanes[key][0] == job_id for key in keys)
+
+    async def _leave_lanes(self, job_id: int, keys: list[str]) -> None:
+        for key in keys:
+            lane = self._lanes.get(key)
+            if lane is None:
+                continue
+            try:
+                lane.remove(job_id)
+            except ValueError:
+                pass
+            if not lane:
+                del self._lanes[key]
+        async with self._lane_changed:
+            self._lane_changed.notify_all()
+
+    async def _execute(self, job: Job) -> None:
+        bound = structlog.contextvars.bound_contextvars(
+            job=job.id, verb=job.verb, student=job.student_field, workshop=job.workshop
+        )
+        with bound:
+            await self._journal.mark_running(job.id)
+            log.info("order started", attempt=job.attempts + 1)
+            ctx = JobContext(job, self._slots, self._journal)
+            try:
+                result = await self._runner(job, ctx)
+            except asyncio.CancelledError:
+                log.warning("order interrupted; it will run again on the next start")
+                raise
+            except Exception as exc:
+                reason = str(exc) or type(exc).__name__
+                partial = getattr(exc, "result", None) or {}
+                await self._journal.finish(job.id, JobState.FAILED, result=partial, reason=reason)
+                log.error("order failed", reason=reason, seconds=_since(ctx.started))
+                return
+            await self._journal.finish(job.id, JobState.DONE, result=result)
+            log.info("order done", seconds=_since(ctx.started))
+
+    async def stop(self, grace: float) -> None:
+        self._accepting = False
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def drain(self) -> None:
+        """Waits until every submitted order has finished (for tests and the demo)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks.values()))
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)

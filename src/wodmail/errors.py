@@ -1,0 +1,62 @@
+"""The error hierarchy of wodmail.
+
+Everything wodmail raises on purpose derives from `WodmailError`. The dispatcher retries
+exactly the `TransientError` family (with backoff, up to a deadline); everything else
+fails the order at once with the error's message as the reason.
+"""
+
+from __future__ import annotations
+
+
+class WodmailError(Exception):
+    """Base of every error wodmail raises on purpose; its message is meant for an admin."""
+
+
+class ConfigurationError(WodmailError):
+    """The configuration (file, flags, peer credentials or scopes) is wrong; retrying won't help."""
+
+
+class TransientError(WodmailError):
+    """A failure that the same call may not meet again: the dispatcher retries these."""
+
+
+class PeerError(WodmailError):
+    """A peer (the portal's API-DB, JupyterHub, LDAP) did not do what was asked."""
+
+    def __init__(self, peer: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(f"{peer}: {message}")
+        self.peer = peer
+        self.status = status
+
+
+class PeerUnavailable(PeerError, TransientError):
+    """Connection refused or reset, timeout, 5xx, expired token: worth another try."""
+
+
+class PeerRefused(PeerError):
+    """The peer answered and said no (a 4xx that a retry will not change)."""
+
+
+class PeerMisconfigured(PeerRefused, ConfigurationError):
+    """The peer refuses our credentials or scopes (bad password, 403): fix the config."""
+
+
+class AccountError(WodmailError):
+    """A student account could not be changed (password, home, keys, processes)."""
+
+
+class TemplateError(WodmailError):
+    """A workshop file could not be rendered; names the file and the variable or line."""
+
+    def __init__(self, file: str, message: str) -> None:
+        super().__init__(f"{file}: {message}")
+        self.file = file
+
+
+class HookFailed(WodmailError):
+    """A workshop hook (handler module or legacy script) failed; `output` keeps what it said."""
+
+    def __init__(self, hook: str, message: str, *, output: str = "") -> None:
+        super().__init__(f"{hook}: {message}")
+        self.hook = hook
+        self.output = output

@@ -1,0 +1,171 @@
+"""The intake: an aiosmtpd handler turning SMTP transactions into journaled orders.
+
+For each complete transaction: check the peer and sender allow-lists, parse the order, commit
+it (or the refusal, with its reason) to the journal, hand accepted orders to the executor,
+and only then answer. Replies say why in plain words; clients like the portal never read
+them, which is why every refusal is recorded too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from email.utils import parseaddr
+from typing import Any
+
+import structlog
+
+from wodmail.config import Config
+from wodmail.executor import Executor
+from wodmail.journal import Arrival, Journal
+from wodmail.orders import Order, OrderRules, Rejection, header_sender, parse_order
+
+log = structlog.get_logger(__name__)
+
+
+def _peer_host(peer: Any) -> str | None:
+    if isinstance(peer, tuple | list) and peer:
+        return str(peer[0])
+    return str(peer) if peer else None
+
+
+def _address(value: str | None) -> str | None:
+    if not value:
+        return None
+    return parseaddr(value)[1].strip().lower() or value.strip().lower()
+
+
+def _subject_of(data: bytes) -> str | None:
+    for line in data.splitlines()[:50]:
+        if line[:8].lower() == b"subject:":
+            return line[8:].strip().decode("utf-8", "replace")[:200]
+    return None
+
+
+class IntakeHandler:
+    """aiosmtpd handler hooks: `handle_MAIL`, `handle_DATA`, `handle_OVERSIZE`."""
+
+    def __init__(self, config: Config, journal: Journal, executor: Executor) -> None:
+        self._journal = journal
+        self._executor = executor
+        self._networks = config.networks()
+        self._senders = frozenset(config.allowed_senders)
+        self._limit = config.max_message_bytes
+        notebooks = config.notebooks
+        exists = None
+        if notebooks.public is not None or notebooks.private is not None:
+            exists = lambda content: notebooks.folder_of(content) is not None  # noqa: E731
+        self._rules = OrderRules(
+            student_min=config.students.min,
+            student_max=config.students.max,
+            workshop_exists=exists,
+        )
+
+    def _peer_allowed(self, host: str | None) -> bool:
+        if host is None:
+            return False
+        try:
+            address = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self._networks)
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        host = _peer_host(session.peer)
+        if not self._peer_allowed(host):
+            reason = f"client {host} is not in allowed_networks"
+            await self._refuse(reason, Arrival(peer=host, envelope_from=address))
+            return f"550 5.7.1 {reason}"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        data: bytes = envelope.content or b""
+        arrival = Arrival(
+            peer=_peer_host(session.peer),
+            envelope_from=envelope.mail_from,
+            raw=data,
+            subject=_subject_of(data),
+        )
+        sender = header_sender(data)
+        if self._senders and not self._sender_allowed(envelope.mail_from, sender):
+            shown = _address(envelope.mail_from) or sender or "(none)"
+            reason = f"sender not allowed: {shown}"
+            return await self._refuse(reason, arrival, sender=sender)
+        parsed = parse_order(data, self._rules)
+        if isinstance(parsed, Rejection):
+            return await self._refuse(
+                parsed.reason,
+                arrival,
+                verb=parsed.verb,
+                message_id=parsed.message_id,
+                sender=parsed.sender,
+            )
+        return await self._accept(parsed, arrival)
+
+    def _sender_allowed(self, envelope_from: str | None, header_from: str | None) -> bool:
+        candidates = {_address(envelope_from), _address(header_from)}
+        return bool(candidates & self._senders)
+
+    async def handle_OVERSIZE(self, server: Any, session: Any, envelope: Any, size: int) -> None:
+        reason = f"message of {size} bytes exceeds the {self._limit}-byte limit"
+        await self._refuse(
+            reason, Arrival(peer=_peer_host(session.peer), envelope_from=envelope.mail_from)
+        )
+
+    async def handle_INCOMPLETE(self, server: Any, session: Any, envelope: Any) -> None:
+        log.warning(
+            "client left mid-transaction; nothing to record",
+            peer=_peer_host(session.peer),
+            envelope_from=envelope.mail_from,
+        )
+
+    async def _accept(self, order: Order, arrival: Arrival) -> str:
+        try:
+            acceptance = await self._journal.accept(order, arrival)
+        except Exception as exc:
+            log.error("journal write failed; order not acknowledged", error=str(exc))
+            return "451 4.3.0 could not record the order, please try again"
+        if acceptance.duplicate:
+            log.info("duplicate order acknowledged", job=acceptance.job_id, peer=arrival.peer)
+            return f"250 2.0.0 OK duplicate of job {acceptance.job_id}"
+        self._executor.submit(acceptance.job)
+        log.info(
+            "order accepted",
+            job=acceptance.job_id,
+            verb=order.verb.value,
+            student=order.student_field,
+            customer=order.customer,
+            workshop=order.workshop,
+            peer=arrival.peer,
+        )
+        return f"250 2.0.0 OK job {acceptance.job_id}"
+
+    async def _refuse(
+        self,
+        reason: str,
+        arrival: Arrival,
+        *,
+        verb: str | None = None,
+        message_id: str | None = None,
+        sender: str | None = None,
+    ) -> str:
+        try:
+            job_id = await self._journal.reject(
+                reason, arrival, verb=verb, message_id=message_id, sender=sender
+            )
+        except Exception as exc:
+            log.error("journal write failed for a refusal", reason=reason, error=str(exc))
+            return f"550 5.6.0 {reason}"
+        log.warning(
+            "order refused",
+            job=job_id,
+            reason=reason,
+            peer=arrival.peer,
+            envelope_from=arrival.envelope_from,
+        )
+        return f"550 5.6.0 {reason} (job {job_id})"

@@ -1,0 +1,94 @@
+"""The job record: one order as the journal keeps it, from arrival to its result."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobState(StrEnum):
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.REJECTED)
+
+
+class Job(BaseModel):
+    """An order as recorded. Rejected mails are jobs too, with only what could be read."""
+
+    id: int
+    state: JobState
+    verb: str | None = None
+    student: int | None = None
+    student_max: int | None = None
+    customer: int | None = None
+    email: str | None = None
+    workshop: str | None = None
+    content: str | None = None
+    mode: str | None = None
+    message_id: str | None = None
+    peer: str | None = None
+    envelope_from: str | None = None
+    sender: str | None = None
+    subject: str | None = None
+    reason: str | None = None
+    received_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    duplicates: int = 0
+    result: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def students(self) -> list[int]:
+        if self.student is None:
+            return []
+        return list(range(self.student, (self.student_max or self.student) + 1))
+
+    @property
+    def student_field(self) -> int | list[int] | None:
+        if self.student is not None and self.student_max is not None:
+            return [self.student, self.student_max]
+        return self.student
+
+    def to_public(self, *, with_secrets: bool = False) -> dict[str, Any]:
+        """The JSON shape of `wodmail jobs --json` / `wodmail show --json` (a stable interface)."""
+        result = dict(self.result)
+        if not with_secrets and "password" in result:
+            result["password"] = "***"
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "verb": self.verb,
+            "student": self.student_field,
+            "customer": self.customer,
+            "workshop": self.workshop,
+            "email": self.email,
+            "mode": self.mode,
+            "reason": self.reason,
+            "received_at": _iso(self.received_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "attempts": self.attempts,
+            "duplicates": self.duplicates,
+            "message_id": self.message_id,
+            "peer": self.peer,
+            "envelope_from": self.envelope_from,
+            "sender": self.sender,
+            "subject": self.subject,
+            "result": result,
+        }
+
+
+def _iso(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")

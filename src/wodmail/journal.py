@@ -1,0 +1,428 @@
+"""The journal: the durable record of every order and its outcome (SQLite on disk).
+
+An order is acknowledged (SMTP 250) only once `accept` has returned, i.e. once its row is
+committed with synchronous=FULL in WAL mode: a crash right after the 250 loses nothing.
+
+All writes go through one writer thread that commits in groups: the writes queued while the
+previous commit was syncing are committed together, each inside its own savepoint so one
+failing write does not undo the others. Concurrent SMTP sessions therefore share fsyncs
+instead of queueing behind one fsync each, and no write is acknowledged before its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from wodmail.jobs import Job, JobState
+from wodmail.orders import Order
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    state TEXT NOT NULL,
+    verb TEXT,
+    student INTEGER,
+    student_max INTEGER,
+    customer INTEGER,
+    email TEXT,
+    workshop TEXT,
+    content TEXT,
+    mode TEXT,
+    message_id TEXT,
+    dedup_key TEXT,
+    peer TEXT,
+    envelope_from TEXT,
+    sender TEXT,
+    subject TEXT,
+    reason TEXT,
+    received_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    result TEXT NOT NULL DEFAULT '{}',
+    raw BLOB
+);
+CREATE INDEX IF NOT EXISTS orders_message_id ON orders (message_id);
+CREATE INDEX IF NOT EXISTS orders_dedup ON orders (dedup_key, received_at);
+CREATE INDEX IF NOT EXISTS orders_state ON orders (state);
+CREATE INDEX IF NOT EXISTS orders_student ON orders (student);
+"""
+
+JOB_COLUMNS = (
+    "id, state, verb, student, student_max, customer, email, workshop, content, mode, "
+    "message_id, peer, envelope_from, sender, subject, reason, received_at, started_at, "
+    "finished_at, attempts, duplicates, result"
+)
+MAX_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """Where a mail came from: the SMTP peer, the envelope sender and the raw bytes."""
+
+    peer: str | None
+    envelope_from: str | None
+    raw: bytes = b""
+    subject: str | None = None
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    job: Job
+    duplicate: bool
+
+    @property
+    def job_id(self) -> int:
+        return self.job.id
+
+
+class JournalClosed(RuntimeError):
+    pass
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _prepare_files(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    fields = dict(zip([c.strip() for c in JOB_COLUMNS.split(",")], row, strict=True))
+    fields["result"] = json.loads(fields["result"] or "{}")
+    return Job.model_validate(fields)
+
+
+class _Writer(threading.Thread):
+    """The one thread that writes: takes queued operations and commits them in groups."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(name="wodmail-journal", daemon=True)
+        self._conn = conn
+        self.jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], Any] | None]
+        self.jobs = queue.SimpleQueue()
+
+    def run(self) -> None:
+        while True:
+            first = self.jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self.jobs.put(None)
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], Any]]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for index, (operation, _) in enumerate(batch):
+                self._conn.execute(f"SAVEPOINT op{index}")
+                try:
+                    outcomes.append((True, operation(self._conn)))
+                    self._conn.execute(f"RELEASE op{index}")
+                except Exception as exc:  # one bad write must not undo the batch
+                    self._conn.execute(f"ROLLBACK TO op{index}")
+                    self._conn.execute(f"RELEASE op{index}")
+                    outcomes.append((False, exc))
+            self._conn.execute("COMMIT")
+        except Exception as exc:  # the commit itself failed (disk full, I/O error)
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            outcomes = [(False, exc)] * len(batch)
+        for (_, deliver), outcome in zip(batch, outcomes, strict=True):
+            deliver(outcome)
+
+
+class JournalReader:
+    """Read access to the journal, for the CLI and for tools: no writer thread."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise FileNotFoundError(f"no journal at {path}")
+        self.path = path
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        with closing(_connect(self.path)) as conn:
+            yield conn
+
+    def get(self, job_id: int) -> Job | None:
+        with self._reader() as conn:
+            row = conn.execute(
+                f"SELECT {JOB_COLUMNS} FROM orders WHERE id = ?", (job_id,)
+            ).fetchone()
+        return _row_to_job(row) if row else None
+
+    def raw(self, job_id: int) -> bytes | None:
+        with self._reader() as conn:
+            row = conn.execute("SELECT raw FROM orders WHERE id = ?", (job_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def unfinished(self) -> list[Job]:
+        """Orders accepted (or started) but not finished, oldest first: to run again."""
+        return self.list_jobs(states=[JobState.ACCEPTED, JobState.RUNNING], newest_first=False)
+
+    def list_jobs(
+        self,
+        *,
+        states: list[JobState] | None = None,
+        student: int | None = None,
+        workshop: str | None = None,
+        verb: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[Job]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if states:
+            clauses.append(f"state IN ({','.join('?' * len(states))})")
+            params.extend(state.value for state in states)
+        if student is not None:
+            clauses.append("(student = ? OR (student <= ? AND student_max >= ?))")
+            params.extend([student, student, student])
+        if workshop is not None:
+            clauses.append("(workshop = ? OR content = ?)")
+            params.extend([workshop, workshop])
+        if verb is not None:
+            clauses.append("verb = ?")
+            params.append(verb.upper())
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "DESC" if newest_first else "ASC"
+        tail = f" LIMIT {int(limit)}" if limit else ""
+        with self._reader() as conn:
+            rows = conn.execute(
+                f"SELECT {JOB_COLUMNS} FROM orders {where} ORDER BY id {order}{tail}", params
+            ).fetchall()
+        return [_row_to_job(row) for row in rows]
+
+
+class Journal(JournalReader):
+    """The order journal. Writes are async (group-committed); reads are plain and sync."""
+
+    def __init__(self, path: Path, *, dedup_window: float = 120.0) -> None:
+        _prepare_files(path)
+        super().__init__(path)
+        self.dedup_window = dedup_window
+        self._write_conn = _connect(path)
+        self._write_conn.executescript(SCHEMA)
+        self._writer = _Writer(self._write_conn)
+        self._writer.start()
+        self._closed = False
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise JournalClosed("the journal is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def deliver(outcome: tuple[bool, Any]) -> None:
+            loop.call_soon_threadsafe(_settle, future, outcome)
+
+        self._writer.jobs.put((operation, deliver))
+        return await future
+
+    async def accept(self, order: Order, arrival: Arrival) -> Acceptance:
+        """Commits `order` (or finds the order it duplicates); returns once it is on disk."""
+        now = time.time()
+        return await self._write(lambda conn: self._accept(conn, order, arrival, now))
+
+    def _accept(
+        self, conn: sqlite3.Connection, order: Order, arrival: Arrival, now: float
+    ) -> Acceptance:
+        original = self._find_duplicate(conn, order, now)
+        if original is not None:
+            conn.execute("UPDATE orders SET duplicates = duplicates + 1 WHERE id = ?", (original,))
+            row = conn.execute(f"SELECT {JOB_COLUMNS} FROM orders WHERE id = ?", (original,))
+            return Acceptance(_row_to_job(row.fetchone()), duplicate=True)
+        cursor = conn.execute(
+            "INSERT INTO orders (state, verb, student, student_max, customer, email, workshop,"
+            " content, mode, message_id, dedup_key, peer, envelope_from, sender, subject,"
+            " received_at, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                JobState.ACCEPTED.value,
+                order.verb.value,
+                order.student,
+                order.student_max,
+                order.customer,
+                order.email,
+                order.workshop,
+                order.content,
+                order.mode.value,
+                order.message_id,
+                order.dedup_key(),
+                arrival.peer,
+                arrival.envelope_from,
+                order.sender,
+                arrival.subject,
+                now,
+                arrival.raw,
+            ),
+        )
+        job = Job(
+            id=int(cursor.lastrowid or 0),
+            state=JobState.ACCEPTED,
+            verb=order.verb.value,
+            student=order.student,
+            student_max=order.student_max,
+            customer=order.customer,
+            email=order.email,
+            workshop=order.workshop,
+            content=order.content,
+            mode=order.mode.value,
+            message_id=order.message_id,
+            peer=arrival.peer,
+            envelope_from=arrival.envelope_from,
+            sender=order.sender,
+            subject=arrival.subject,
+            received_at=now,
+        )
+        return Acceptance(job, duplicate=False)
+
+    def _find_duplicate(self, conn: sqlite3.Connection, order: Order, now: float) -> int | None:
+        if order.message_id:
+            row = conn.execute(
+                "SELECT id FROM orders WHERE message_id = ? AND state != 'rejected'"
+                " ORDER BY id DESC LIMIT 1",
+                (order.message_id,),
+            ).fetchone()
+            if row:
+                return int(row[0])
+        if self.dedup_window <= 0:
+            return None
+        row = conn.execute(
+            "SELECT id FROM orders WHERE dedup_key = ? AND received_at >= ? AND state != 'rejected'"
+            " ORDER BY id DESC LIMIT 1",
+            (order.dedup_key(), now - self.dedup_window),
+        ).fetchone()
+        if row is None:
+            return None
+        # Only a repeat of the student's latest order is a duplicate: CREATE, CLEANUP, CREATE
+        # for one student within the window is three orders.
+        later = conn.execute(
+            "SELECT 1 FROM orders WHERE id > ? AND state != 'rejected' AND"
+            " (student = ? OR (student IS NULL AND customer = ?)) LIMIT 1",
+            (row[0], order.student, order.customer),
+        ).fetchone()
+        return None if later else int(row[0])
+
+    async def reject(
+        self,
+        reason: str,
+        arrival: Arrival,
+        *,
+        verb: str | None = None,
+        message_id: str | None = None,
+        sender: str | None = None,
+    ) -> int:
+        """Records a refused mail with its reason; returns its job id."""
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO orders (state, verb, message_id, peer, envelope_from, sender,"
+                " subject, reason, received_at, finished_at, raw)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    JobState.REJECTED.value,
+                    verb,
+                    message_id,
+                    arrival.peer,
+                    arrival.envelope_from,
+                    sender,
+                    arrival.subject,
+                    reason,
+                    now,
+                    now,
+                    arrival.raw,
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+        return await self._write(insert)
+
+    async def mark_running(self, job_id: int) -> None:
+        now = time.time()
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE orders SET state = 'running', started_at = ?, attempts = attempts + 1"
+                " WHERE id = ?",
+                (now, job_id),
+            )
+        )
+
+    async def save_result(self, job_id: int, result: dict[str, Any]) -> None:
+        """Stores the result so far without changing the state (progress of a running order)."""
+        text = json.dumps(result, default=str)
+        await self._write(
+            lambda conn: conn.execute("UPDATE orders SET result = ? WHERE id = ?", (text, job_id))
+        )
+
+    async def finish(
+        self,
+        job_id: int,
+        state: JobState,
+        *,
+        result: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        if not state.finished:
+            raise ValueError(f"{state} is not a final state")
+        now = time.time()
+        text = json.dumps(result or {}, default=str)
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE orders SET state = ?, result = ?, reason = ?, finished_at = ? WHERE id = ?",
+                (state.value, text, reason, now, job_id),
+            )
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.jobs.put(None)
+        self._writer.join()
+        self._write_conn.close()
+
+
+def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if future.done():
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)

@@ -1,0 +1,101 @@
+"""The daemon: journal + dispatcher + SMTP intake in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import structlog
+
+from wodmail.config import Config
+from wodmail.dispatcher import Dispatcher, Runner
+from wodmail.intake import IntakeHandler
+from wodmail.journal import Journal
+from wodmail.smtp import start_server
+
+log = structlog.get_logger(__name__)
+
+STOP_GRACE_SECONDS = 30.0
+
+
+class Daemon:
+    """One wodmail instance. `start` recovers unfinished orders before taking new ones."""
+
+    def __init__(self, config: Config, runner: Runner) -> None:
+        self.config = config
+        self._runner = runner
+        self.journal: Journal | None = None
+        self.dispatcher: Dispatcher | None = None
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        config = self.config
+        self.journal = Journal(config.journal_path(), dedup_window=config.dedup_window_seconds)
+        self.dispatcher = Dispatcher(
+            self.journal, self._runner, concurrency=config.dispatch.concurrency
+        )
+        await self.dispatcher.start()
+        recovered = self.journal.unfinished()
+        for job in recovered:
+            self.dispatcher.submit(job)
+        if recovered:
+            log.info("resuming unfinished orders", count=len(recovered))
+        handler = IntakeHandler(config, self.journal, self.dispatcher)
+        self._server = await start_server(
+            handler,
+            config.listen.host,
+            config.listen.port,
+            data_size_limit=config.max_message_bytes,
+        )
+        if not config.allowed_senders:
+            log.warning("allowed_senders is empty: orders from any sender are accepted")
+        log.info(
+            "wodmail listening",
+            host=config.listen.host,
+            port=self.port,
+            journal=str(config.journal_path()),
+        )
+
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self.dispatcher is not None:
+            await self.dispatcher.stop(grace)
+        if self.journal is not None:
+            self.journal.close()
+        log.info("wodmail stopped")
+
+
+async def serve_forever(config: Config, runner: Runner) -> None:
+    """Runs until SIGTERM or SIGINT, then stops gracefully."""
+    daemon = Daemon(config, runner)
+    await daemon.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await daemon.stop()
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """What `wodmail check-config` prints: the effective settings, secrets masked."""
+    data = config.model_dump(mode="json")
+    for section, key in (("portal", "password"), ("hub", "token"), ("accounts", "password")):
+        if data.get(section, {}).get(key):
+            data[section][key] = "***"
+    ldap = data.get("accounts", {}).get("ldap", {})
+    if ldap.get("password"):
+        ldap["password"] = "***"
+    return data

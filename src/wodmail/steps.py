@@ -1,0 +1,106 @@
+"""Named, timed steps of an order, with retries for what a flaky peer breaks.
+
+Each step lands in the order's result as ``{"name", "status", "ms", "attempts", "error"}``.
+A step that raises a `TransientError` is tried again with exponential backoff and jitter,
+the order's concurrency slot given back while it sleeps, until the order's retry deadline;
+any other error (or the deadline) fails the step, and the order with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+
+from wodmail.dispatcher import JobContext
+from wodmail.errors import TransientError, WodmailError
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base_seconds: float = 1.0
+    max_seconds: float = 30.0
+    deadline_seconds: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before try `attempt + 1`: exponential, capped, with ±50 % jitter."""
+        ceiling = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.5)
+
+
+class StepFailed(WodmailError):
+    """A step failed: the order fails with ``"<step>: <error>"`` and the result so far."""
+
+    def __init__(self, step: str, cause: BaseException, result: dict[str, Any]) -> None:
+        super().__init__(f"{step}: {cause}")
+        self.step = step
+        self.cause = cause
+        self.result = result
+
+
+class Steps:
+    """Runs and records the steps of one order; `result` is what the journal keeps."""
+
+    def __init__(self, ctx: JobContext, policy: RetryPolicy) -> None:
+        self._ctx = ctx
+        self._policy = policy
+        self._deadline = time.monotonic() + policy.deadline_seconds
+        self.result: dict[str, Any] = {"steps": []}
+
+    async def run(self, name: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Runs `action` as step `name`, retrying transient failures until the deadline."""
+        record: dict[str, Any] = {"name": name, "status": "running"}
+        self.result["steps"].append(record)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                value = await action()
+            except TransientError as exc:
+                pause = self._policy.delay(attempt)
+                if time.monotonic() + pause > self._deadline:
+                    self._close(record, started, attempt, exc)
+                    raise StepFailed(name, _gave_up(exc, attempt), self.result) from exc
+                log.warning("step will be retried", step=name, attempt=attempt, error=str(exc),
+                            retry_in=round(pause, 2))
+                async with self._ctx.idle():
+                    await asyncio.sleep(pause)
+            except Exception as exc:
+                self._close(record, started, attempt, exc)
+                raise StepFailed(name, exc, self.result) from exc
+            else:
+                self._close(record, started, attempt, None)
+                return value
+
+    def skip(self, name: str, why: str) -> None:
+        self.result["steps"].append({"name": name, "status": "skipped", "why": why})
+
+    def _close(
+        self, record: dict[str, Any], started: float, attempts: int, error: BaseException | None
+    ) -> None:
+        record["status"] = "failed" if error else "ok"
+        record["ms"] = round((time.monotonic() - started) * 1000, 1)
+        if attempts > 1:
+            record["attempts"] = attempts
+        if error is not None:
+            record["error"] = str(error) or type(error).__name__
+            output = getattr(error, "output", "")
+            if output:
+                record["output"] = output
+        log.info("step", step=record["name"], status=record["status"], ms=record["ms"])
+
+    async def save(self) -> None:
+        await self._ctx.save_progress(self.result)
+
+
+def _gave_up(exc: BaseException, attempts: int) -> WodmailError:
+    return WodmailError(f"{exc} (gave up after {attempts} attempts)")

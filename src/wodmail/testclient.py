@@ -1,0 +1,141 @@
+"""`wodmail-test VERB WORKSHOP [MIN[,MAX]]`: send test orders, like the old wod-test-action.sh.
+
+One mail per student (customer id 0: no participant), except RESET, which sends one mail
+for the whole `MIN,MAX` range; PURGE refuses a range. With --wait, waits for each order's
+result in the journal and prints it (for a CREATE, the student's new password).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import smtplib
+import sys
+import time
+from collections.abc import Sequence
+from email.message import EmailMessage
+from pathlib import Path
+
+from wodmail.cli import render_job
+from wodmail.config import Config, load_config
+from wodmail.errors import ConfigurationError
+from wodmail.journal import JournalReader
+
+VERBS = ("CREATE", "CLEANUP", "RESET", "PURGE")
+JOB_REPLY = re.compile(rb"job (\d+)")
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_range(text: str | None, config: Config) -> tuple[int, int]:
+    if text is None:
+        return config.students.min, config.students.min
+    match = re.fullmatch(r"(\d+)(?:,(\d+))?", text.strip())
+    if not match:
+        raise UsageError(f"student range must be MIN or MIN,MAX, not {text!r}")
+    low = int(match.group(1))
+    high = int(match.group(2)) if match.group(2) else low
+    if low > high:
+        raise UsageError(f"MIN ({low}) is greater than MAX ({high})")
+    return low, high
+
+
+def plan_mails(verb: str, workshop: str, low: int, high: int) -> list[tuple[str, str]]:
+    """(subject, body) of each mail to send, by the old script's range rules."""
+    if verb == "PURGE" and low != high:
+        raise UsageError("PURGE takes one student, not a range")
+    if verb == "RESET":
+        ids = f"{low},{high}" if low != high else str(low)
+        return [(f"RESET {ids} 0", workshop)]
+    return [(f"{verb} {n} 0", workshop) for n in range(low, high + 1)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wodmail-test", description=__doc__.split("\n")[0])
+    parser.add_argument("verb", type=str.upper, help="CREATE, CLEANUP, RESET or PURGE")
+    parser.add_argument("workshop", help="e.g. WKSHP-API101 or CHLG-API101")
+    parser.add_argument("range", nargs="?", help="MIN or MIN,MAX (default: students.min)")
+    parser.add_argument("--config", "-c", type=Path, default=None)
+    parser.add_argument("--host", default=None, help="default: listen.host of the config")
+    parser.add_argument("--port", type=int, default=None, help="default: listen.port")
+    parser.add_argument("--sender", default=None, help="envelope and From address")
+    parser.add_argument("--wait", action="store_true", help="wait for each result and print it")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
+    return parser
+
+
+def send(config: Config, args: argparse.Namespace, mails: list[tuple[str, str]]) -> list[int]:
+    host = args.host or config.listen.host
+    port = args.port or config.listen.port
+    sender = args.sender or (config.allowed_senders[0] if config.allowed_senders else
+                             "wodmail-test@localhost")
+    job_ids: list[int] = []
+    with smtplib.SMTP(host, port, timeout=30) as smtp:
+        for subject, body in mails:
+            message = EmailMessage()
+            message["From"] = sender
+            message["To"] = "wodadmin@localhost"
+            message["Subject"] = subject
+            message.set_content(body)
+            smtp.ehlo()
+            smtp.mail(sender)
+            smtp.rcpt("wodadmin@localhost")
+            code, reply = smtp.data(message.as_bytes())
+            print(f"{subject}: {code} {reply.decode('utf-8', 'replace')}")
+            match = JOB_REPLY.search(reply)
+            if code == 250 and match:
+                job_ids.append(int(match.group(1)))
+    return job_ids
+
+
+def wait_for(config: Config, job_ids: list[int], timeout: float) -> bool:
+    reader = JournalReader(config.journal_path())
+    deadline = time.monotonic() + timeout
+    ok = True
+    for job_id in job_ids:
+        while True:
+            job = reader.get(job_id)
+            if job is not None and job.state.finished:
+                print(render_job(job.to_public(with_secrets=True)))
+                ok = ok and job.state.value == "done"
+                break
+            if time.monotonic() > deadline:
+                print(f"job {job_id}: still {job.state.value if job else 'unknown'} "
+                      f"after {timeout:.0f} s", file=sys.stderr)
+                return False
+            time.sleep(0.1)
+    return ok
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.verb not in VERBS:
+            raise UsageError(f"VERB must be one of {', '.join(VERBS)}, not {args.verb!r}")
+        config = load_config(args.config)
+        low, high = parse_range(args.range, config)
+        mails = plan_mails(args.verb, args.workshop, low, high)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"wodmail-test: {exc}", file=sys.stderr)
+        return 2
+    except ConfigurationError as exc:
+        print(f"wodmail-test: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        job_ids = send(config, args, mails)
+    except (OSError, smtplib.SMTPException) as exc:
+        print(f"wodmail-test: cannot send to the daemon: {exc}", file=sys.stderr)
+        return 1
+    if len(job_ids) != len(mails):
+        return 1
+    if args.wait and not wait_for(config, job_ids, args.timeout):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Intake end to end: real clients over real sockets → the journal on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from wodmail.config import Config
+from wodmail.jobs import Job, JobState
+from wodmail.journal import JournalReader
+from wodmail.standins.mail_clients import (
+    send_netcat_style,
+    send_portal_style,
+    send_portal_style_async,
+    send_smtplib,
+)
+
+
+async def wait_jobs(config: Config, count: int, *, finished: bool = True) -> list[Job]:
+    """Waits (up to 20 s) until the journal holds `count` jobs, all finished if asked."""
+    reader = JournalReader(config.journal_path())
+    deadline = time.monotonic() + 20
+    while True:
+        jobs = reader.list_jobs(newest_first=False)
+        if len(jobs) >= count and (not finished or all(j.state.finished for j in jobs)):
+            return jobs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"journal holds {len(jobs)} jobs, expected {count}: {jobs}")
+        await asyncio.sleep(0.02)
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    return await asyncio.to_thread(fn, *args, **kw)
+
+
+async def test_portal_burst_order_is_recorded_and_run(make_config, start_daemon):
+    config = make_config()
+    daemon = await start_daemon(config)
+    await in_thread(
+        send_portal_style,
+        "127.0.0.1",
+        daemon.port,
+        "CREATE 4 825 jane@example.com",
+        "WKSHP-API101",
+    )
+    [job] = await wait_jobs(config, 1)
+    assert job.state is JobState.DONE
+    assert (job.verb, job.student, job.customer, job.email) == (
+        "CREATE",
+        4,
+        825,
+        "jane@example.com",
+    )
+    assert job.workshop == "WKSHP-API101"
+    assert job.envelope_from == "sender@example.org"
+    assert job.result["summary"] == "no-op"
+
+
+async def test_200_portal_orders_in_a_row_all_recorded(make_config, start_daemon):
+    config = make_config()
+    daemon = await start_daemon(config)
+
+    def send_all() -> None:
+        for i in range(200):
+            send_portal_style(
+                "127.0.0.1", daemon.port, f"CREATE {i % 20 + 1} {1000 + i}", "WKSHP-API101"
+            )
+
+    await in_thread(send_all)
+    jobs = await wait_jobs(config, 200)
+    assert len(jobs) == 200
+    assert {job.customer for job in jobs} == set(range(1000, 1200))
+    assert all(job.state is JobState.DONE for job in jobs)
+
+
+async def test_concurrent_portal_clients_all_recorded(make_config, start_daemon):
+    config = make_config()
+    daemon = await start_daemon(config)
+    await asyncio.gather(
+        *(
+            send_portal_style_async(
+                "127.0.0.1", daemon.port, f"CLEANUP {i % 20 + 1} {i + 1}", "WKSHP-K8S101"
+            )
+            for i in range(60)
+        )
+    )
+    jobs = await wait_jobs(config, 60)
+    assert sorted(job.customer for job in jobs) == list(range(1, 61))
+
+
+async def test_netcat_admin_tool_without_helo(make_config, start_daemon):
+    config = make_config()
+    daemon = await start_daemon(config)
+    transcript = await in_thread(
+        send_netcat_style, "127.0.0.1", daemon.port, "CREATE 12 0", "WKSHP-API101"
+    )
+    assert b"250 2.0.0 OK job 1" in transcript
+    [job] = await wait_jobs(config, 1)
+    assert (job.verb, job.student, job.customer) == ("CREATE", 12, 0)
+
+
+async def test_smtplib_mime_order_gets_job_id(make_config, start_daemon):
+    config = make_config()
+    daemon = await start_daemon(config)
+    code, reply = await in_thread(
+        send_smtplib,
+        "127.0.0.1",
+        daemon.port,
+        "RESET 1,6 825",
+        "WKSHP-OneView\n\n-- \nBye",
+        message_id="<abc@portal>",
+    )
+    assert (code, reply) == (250, b"2.0.0 OK job 1")
+    [job] = await wait_jobs(config, 1)
+    assert job.student_field == [1, 6]
+    assert job.message_id == "abc@portal"
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "reason"),
+    [
+        ("CREATE 42 825", "WKSHP-API101", "student 42 outside 1..20"),
+        ("CREATE 4 825", "WKSHP-Nope", "unknown workshop WKSHP-Nope"),
+    ],
+)
+async def test_refused_order_gets_550_and_is_recorded(
+    make_config, start_daemon, subject, body, reason
+):
+    config = make_config()
+    daemon = await start_daemon(config)
+    code, reply = await in_thread(send_smtplib, "127.0.0.1", daemon.port, subject, body)
+    assert code == 550
+    assert reason in reply.decode()
+    [job] = await wait_jobs(config, 1)
+    assert job.state is JobState.REJECTED
+    assert job.reason == reason
+    assert job.peer == "127.0.0.1"
+    assert JournalReader(config.journal_path()).raw(job.id).find(body.encode()) >= 0
+
+
+async def test_sender_allow_list(make_config, start_daemon):
+    config = make_config(allowed_senders=["portal@example.org"])
+    daemon = await start_daemon(config)
+    code, reply = await in_thread(
+        send_smtplib,
+        "127.0.0.1",
+        daemon.port,
+        "CREATE 4 825",
+        "WKSHP-API101",
+        sender="mallory@example.net",
+    )
+    assert code == 550
+    assert b"sender not allowed: mallory@example.net" in reply
+    code, _ = await in_thread(
+        send_smtplib,
+        "127.0.0.1",
+        daemon.port,
+        "CREATE 5 825",
+        "WKSHP-API101",
+        sender="Portal@Example.org",
+    )
+    assert code == 250
+    jobs = await wait_jobs(config, 2)
+    assert [j.state for j in jobs] == [JobState.REJECTED, JobState.DONE]
+
+
+async def test_client_network_allow_list(make_config, start_daemon):
+    config = make_config(allowed_networks=["192.0.2.0/24"])
+    daemon = await start_daemon(config)
+    transcript = await in_thread(
+        send_netcat_style, "127.0.0.1", daemon.port, "CREATE 4 0", "WKSHP-API101"
+    )
+    assert b"550 5.7.1 client 127.0.0.1 is not in allowed_networks" in transcript
+    jobs = await wait_jobs(config, 1)
+    assert jobs[0].state is JobState.REJECTED
+    assert jobs[0].reason == "client 127.0.0.1 is not in allowed_networks"
+    assert all(job.state is JobState.REJECTED for job in jobs)
+
+
+async def test_oversize_mail_gets_552_and_is_recorded(make_config, start_daemon):
+    config = make_config(max_message_bytes=2048)
+    daemon = await start_daemon(config)
+    code, reply = await in_thread(
+        send_smtplib, "127.0.0.1", daemon.port, "CREATE 4 0", "WKSHP-API101\n" + "x" * 5000
+    )
+    assert code == 552
+    assert b"2048" in reply
+    [job] = await wait_jobs(config, 1)
+    assert job.state is JobState.REJECTED
+    assert "exceeds the 2048-byte limit" in (job.reason or "")
+
+
+async def test_same_message_id_twice_runs_once(make_config, start_daemon):
+    config = make_config()
+    daemon = await start_daemon(config)
+    first = await in_thread(
+        send_smtplib,
+        "127.0.0.1",
+        daemon.port,
+        "CREATE 4 825",
+        "WKSHP-API101",
+        message_id="<once@portal>",
+    )
+    second = await in_thread(
+        send_smtplib,
+        "127.0.0.1",
+        daemon.port,
+        "CREATE 4 825",
+        "WKSHP-API101",
+        message_id="<once@portal>",
+    )
+    assert first == (250, b"2.0.0 OK job 1")
+    assert second == (250, b"2.0.0 OK duplicate of job 1")
+    [job] = await wait_jobs(config, 1)
+    assert job.duplicates == 1
+
+
+async def test_portal_repeat_within_window_is_one_order(make_config, start_daemon):
+    config = make_config()
+    daemon = await start_daemon(config)
+    for _ in range(2):
+        await in_thread(send_portal_style, "127.0.0.1", daemon.port, "CREATE 4 825", "WKSHP-API101")
+    await in_thread(send_portal_style, "127.0.0.1", daemon.port, "CLEANUP 4 825", "WKSHP-API101")
+    await in_thread(send_portal_style, "127.0.0.1", daemon.port, "CREATE 4 825", "WKSHP-API101")
+    jobs = await wait_jobs(config, 3)
+    await asyncio.sleep(0.2)  # a fourth row, if any, would be there by now
+    jobs = JournalReader(config.journal_path()).list_jobs(newest_first=False)
+    assert [j.verb for j in jobs] == ["CREATE", "CLEANUP", "CREATE"]
+    assert jobs[0].duplicates == 1
+
+
+async def test_several_transactions_on_one_connection_and_rset(make_config, start_daemon):
+    config = make_config()
+    daemon = await start_daemon(config)
+
+    def converse() -> bytes:
+        lines = (
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<w@x>\r\nDATA\r\nSubject: CREATE 1 0\r\n\r\n"
+            b"WKSHP-API101\r\n.\r\nRSET\r\nNOOP\r\nMAIL FROM:<a@b>\r\nRCPT TO:<w@x>\r\nDATA\r\n"
+            b"Subject: CREATE 2 0\r\n\r\nWKSHP-API101\r\n.\r\nQUIT\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", daemon.port)) as sock:
+            sock.sendall(lines)
+            out = b""
+            while chunk := sock.recv(4096):
+                out += chunk
+        return out
+
+    transcript = await in_thread(converse)
+    assert b"OK job 1" in transcript and b"OK job 2" in transcript
+    assert transcript.rstrip().endswith(b"221 Bye")
+    jobs = await wait_jobs(config, 2)
+    assert [job.student for job in jobs] == [1, 2]
+
+
+async def test_unfinished_orders_run_after_restart(make_config, start_daemon):
+    config = make_config()
+    release = asyncio.Event()
+
+    async def stuck_runner(job, ctx):
+        await release.wait()
+        return {"summary": "never"}
+
+    daemon = await start_daemon(config, stuck_runner)
+    await in_thread(send_smtplib, "127.0.0.1", daemon.port, "CREATE 4 825", "WKSHP-API101")
+    [job] = await wait_jobs(config, 1, finished=False)
+    await daemon.stop(grace=0)
+    assert JournalReader(config.journal_path()).get(job.id).state is JobState.RUNNING
+    await start_daemon(config)
+    [job] = await wait_jobs(config, 1)
+    assert job.state is JobState.DONE
+    assert job.attempts == 2
