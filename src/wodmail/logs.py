@@ -82,6 +82,8 @@ def configure_logging(verbosity: int = 0, *, stream: Any = None) -> None:
         mask_secrets,
         structlog.processors.JSONRenderer(),
     )
+    # aiosmtpd logs every connection at INFO on stdlib's "mail.log"; our own events suffice.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     structlog.configure(
         processors=list(processors),
         wrapper_class=structlog.make_filtering_bound_logger(level),

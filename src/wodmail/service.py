@@ -12,7 +12,7 @@ from wodmail.config import Config
 from wodmail.dispatcher import Dispatcher, Runner
 from wodmail.intake import IntakeHandler
 from wodmail.journal import Journal
-from wodmail.smtp import start_server
+from wodmail.smtp import SessionFactory, create_server_factory
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +28,7 @@ class Daemon:
         self.journal: Journal | None = None
         self.dispatcher: Dispatcher | None = None
         self._server: asyncio.base_events.Server | None = None
+        self._sessions: SessionFactory | None = None
 
     @property
     def port(self) -> int:
@@ -48,11 +49,9 @@ class Daemon:
         if recovered:
             log.info("resuming unfinished orders", count=len(recovered))
         handler = IntakeHandler(config, self.journal, self.dispatcher)
-        self._server = await start_server(
-            handler,
-            config.listen.host,
-            config.listen.port,
-            data_size_limit=config.max_message_bytes,
+        self._sessions = create_server_factory(handler, data_size_limit=config.max_message_bytes)
+        self._server = await asyncio.get_running_loop().create_server(
+            self._sessions, config.listen.host, config.listen.port
         )
         if not config.allowed_senders:
             log.warning("allowed_senders is empty: orders from any sender are accepted")
@@ -68,6 +67,12 @@ class Daemon:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        if self._sessions is not None:
+            # Sessions still committing an order the client already sent (the portal never
+            # waits for the reply) must finish before the journal closes.
+            left = await self._sessions.wait_finished(grace)
+            if left:
+                log.warning("SMTP sessions still open at shutdown", count=left)
         if self.dispatcher is not None:
             await self.dispatcher.stop(grace)
         if self.journal is not None:
