@@ -1,0 +1,903 @@
+"""Rendering workshop files the way Ansible's `template` module does.
+
+Existing workshops were written for the Ansible playbook of the old backend, so a file
+must come out byte for byte as that module would write it (ansible-core 2.17 and 2.19):
+
+- Jinja with `trim_blocks` on and `lstrip_blocks` off, in a sandbox; undefined variables
+  are errors; CRLF and CR become LF; `None` renders as '' and `True` as 'True'.
+- The source's trailing newlines are kept (Jinja drops one; it is added back). One known
+  divergence: a file that is a single `{{ expr }}` with a non-string value (a number, a
+  list) loses its trailing newline under ansible-core 2.19 only; here, as under 2.17, the
+  newline is kept.
+- A text without `{{`, `{%` or `{#` is not a template: it is returned unchanged, CRLF and
+  all (Ansible skips such strings).
+- Variable values are templates too. They are expanded lazily, when a template uses them,
+  with the full variable set in scope, and a value that is a single `{{ expr }}` keeps the
+  expression's native type. A value that cannot be expanded (an undefined variable, a
+  loop, a syntax error) becomes a marker that fails only when used, so unused variables
+  such as `{{ ansible_env.STUDDIR }}` in a stock `all.yml` do no harm.
+- Keys that are not identifiers are reachable as `hostvars[inventory_hostname]['IP-X']`
+  (and `vars['IP-X']`), as in Ansible.
+
+The usual Ansible filters of workshop notebooks (to_json, to_yaml, b64encode,
+regex_replace, quote, bool, mandatory, ternary ...) are provided; lookup plugins are not,
+except `lookup('vars', name)`.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import json
+import os.path
+import re
+import shlex
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+from jinja2 import (
+    FunctionLoader,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    Undefined,
+    UndefinedError,
+    pass_context,
+)
+from jinja2.exceptions import FilterArgumentError, SecurityError
+from jinja2.nativetypes import NativeCodeGenerator
+from jinja2.runtime import Context, missing
+from jinja2.sandbox import SandboxedEnvironment
+
+from wodmail.errors import TemplateError
+
+__all__ = [
+    "Renderer",
+    "layer_variables",
+    "load_vars_file",
+    "looks_like_template",
+]
+
+_START_STRINGS = ("{{", "{%", "{#")
+_START_BYTES = tuple(s.encode() for s in _START_STRINGS)
+_OVERRIDE_HEADER = "#jinja2:"
+_OVERRIDE_KEYS = frozenset(
+    {
+        "block_start_string",
+        "block_end_string",
+        "variable_start_string",
+        "variable_end_string",
+        "comment_start_string",
+        "comment_end_string",
+        "line_statement_prefix",
+        "line_comment_prefix",
+        "trim_blocks",
+        "lstrip_blocks",
+        "newline_sequence",
+        "keep_trailing_newline",
+    }
+)
+# Where the variables of a render travel inside Jinja's context (see _LazyContext).
+_VARIABLES_KEY = "__wodmail_variables__"
+# Code "file names" of compiled templates, to find a file's line in a traceback.
+_FILE_CODE = "<wodmail-file>"
+_VALUE_CODE = "<wodmail-variable>"
+MODES = frozenset({"WKSHP", "CHLG"})
+
+# When set, undefined values record their names here instead of raising (listing mode).
+_RECORDER: ContextVar[set[str] | None] = ContextVar("wodmail_undefined_recorder", default=None)
+
+
+def looks_like_template(text: str | bytes) -> bool:
+    """Whether Ansible would treat `text` as a template at all (else it is used unchanged)."""
+    if isinstance(text, bytes):
+        return text.startswith(_OVERRIDE_HEADER.encode()) or any(s in text for s in _START_BYTES)
+    return text.startswith(_OVERRIDE_HEADER) or any(s in text for s in _START_STRINGS)
+
+
+# --- undefined values ---------------------------------------------------------------------
+
+
+class _WodUndefined(Undefined):
+    """Ansible's strict undefined; while a recorder is active it records its use instead."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
+        if self._names_a_variable():
+            return f"undefined variable {self._undefined_name!r}"
+        return Undefined._undefined_message.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    def _names_a_variable(self) -> bool:
+        return self._undefined_obj is missing or isinstance(self._undefined_obj, _VariablesView)
+
+    def _missing_names(self) -> frozenset[str]:
+        if self._names_a_variable():
+            return frozenset({str(self._undefined_name)})
+        return frozenset({self._undefined_message})
+
+    def _use(self) -> None:
+        recorder = _RECORDER.get()
+        names = self._missing_names()
+        if recorder is None or not names:
+            raise self._undefined_exception(self._undefined_message)
+        recorder.update(names)
+
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> Any:
+        self._use()
+        return self
+
+    __add__ = __radd__ = __sub__ = __rsub__ = _fail_with_undefined_error
+    __mul__ = __rmul__ = __div__ = __rdiv__ = _fail_with_undefined_error
+    __truediv__ = __rtruediv__ = _fail_with_undefined_error
+    __floordiv__ = __rfloordiv__ = _fail_with_undefined_error
+    __mod__ = __rmod__ = _fail_with_undefined_error
+    __pos__ = __neg__ = _fail_with_undefined_error
+    __call__ = __getitem__ = _fail_with_undefined_error
+    __lt__ = __le__ = __gt__ = __ge__ = _fail_with_undefined_error
+    __pow__ = __rpow__ = _fail_with_undefined_error
+
+    def __int__(self) -> int:
+        self._use()
+        return 0
+
+    def __float__(self) -> float:
+        self._use()
+        return 0.0
+
+    def __complex__(self) -> complex:
+        self._use()
+        return 0j
+
+    def __str__(self) -> str:
+        self._use()
+        return ""
+
+    def __len__(self) -> int:
+        self._use()
+        return 0
+
+    def __iter__(self) -> Any:
+        self._use()
+        return iter(())
+
+    def __bool__(self) -> bool:
+        self._use()
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        self._use()
+        return type(self) is type(other)
+
+    def __ne__(self, other: object) -> bool:
+        self._use()
+        return type(self) is not type(other)
+
+    def __hash__(self) -> int:
+        self._use()
+        return id(type(self))
+
+    def __contains__(self, item: object) -> bool:
+        self._use()
+        return False
+
+
+class _ExpansionFailure(_WodUndefined):
+    """The value of a variable that could not be expanded; fails (or records) when used."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self, message: str, names: frozenset[str] = frozenset()) -> None:
+        super().__init__(hint=message)
+        self._names = names
+
+    def _missing_names(self) -> frozenset[str]:
+        return self._names
+
+
+# --- variables --------------------------------------------------------------------------
+
+
+class _UnsafeText(str):
+    """A string tagged `!unsafe` in YAML: never expanded as a template (as in Ansible)."""
+
+    __slots__ = ()
+
+
+class _Variables:
+    """The variables of one Renderer: each expanded on first use, then cached."""
+
+    def __init__(self, raw: Mapping[str, Any], hostname: str) -> None:
+        self._raw = dict(raw)
+        self._expanded: dict[str, Any] = {}
+        self._resolving: list[str] = []
+        self.view = _VariablesView(self)
+        self.hostvars = {hostname: self.view}
+
+    def names(self) -> list[str]:
+        return list(self._raw)
+
+    def get(self, name: str) -> Any:
+        """The expanded value of `name`, or jinja's `missing` when it is not defined."""
+        if name in self._expanded:
+            return self._expanded[name]
+        if name not in self._raw:
+            return missing
+        if name in self._resolving:
+            chain = " -> ".join([*self._resolving[self._resolving.index(name) :], name])
+            return _ExpansionFailure(f"recursive loop in the value of {name!r} ({chain})")
+        self._resolving.append(name)
+        # A value is expanded strictly even while listing: failures become markers.
+        token = _RECORDER.set(None)
+        try:
+            value = self._expand(self._raw[name], name)
+        finally:
+            _RECORDER.reset(token)
+            self._resolving.pop()
+        self._expanded[name] = value
+        return value
+
+    def _expand(self, value: Any, label: str) -> Any:
+        if isinstance(value, str):
+            if isinstance(value, _UnsafeText) or not looks_like_template(value):
+                return value
+            return self._expand_text(value, label)
+        if isinstance(value, Mapping):
+            return {key: self._expand(item, f"{label}.{key}") for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._expand(item, f"{label}[{index}]") for index, item in enumerate(value)]
+        return value
+
+    def _expand_text(self, text: str, label: str) -> Any:
+        try:
+            return _render(_VALUE_ENVIRONMENT, text, self)
+        except TemplateSyntaxError as exc:
+            return _ExpansionFailure(f"syntax error in the value of {label!r}: {exc.message}")
+        except UndefinedError as exc:
+            where = f"{exc.message} (in the value of {label!r})"
+            return _ExpansionFailure(where, self._undefined_in(text))
+        except Exception as exc:  # a filter or test failed: report it where the value is used
+            return _ExpansionFailure(f"{_describe(exc)} (in the value of {label!r})")
+
+    def _undefined_in(self, text: str) -> frozenset[str]:
+        recorder: set[str] = set()
+        token = _RECORDER.set(recorder)
+        try:
+            _render(_VALUE_ENVIRONMENT, text, self)
+        except Exception:  # noqa: S110 - the strict expansion already reported the failure
+            pass
+        finally:
+            _RECORDER.reset(token)
+        return frozenset(recorder)
+
+
+class _VariablesView(Mapping[str, Any]):
+    """`hostvars[inventory_hostname]` and `vars`: every variable, by any key."""
+
+    def __init__(self, variables: _Variables) -> None:
+        self._variables = variables
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._variables.get(key) if isinstance(key, str) else missing
+        if value is missing:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Any:
+        return iter(self._variables.names())
+
+    def __len__(self) -> int:
+        return len(self._variables.names())
+
+
+class _LazyContext(Context):
+    """A Jinja context that takes variables from a _Variables, expanding them on access."""
+
+    def __init__(
+        self,
+        environment: Any,
+        parent: dict[str, Any],
+        name: str | None,
+        blocks: dict[str, Any],
+        globals: Any = None,  # noqa: A002 - jinja's own parameter name
+    ) -> None:
+        super().__init__(environment, parent, name, blocks, globals)
+        self._wod_variables: _Variables | None = parent.get(_VARIABLES_KEY)
+
+    def resolve_or_missing(self, key: str) -> Any:
+        if key in self.vars:
+            return self.vars[key]
+        variables = self._wod_variables
+        if variables is not None:
+            if key == "hostvars":
+                return variables.hostvars
+            if key == "vars":
+                return variables.view
+            value = variables.get(key)
+            if value is not missing:
+                return value
+        if key in self.parent:
+            return self.parent[key]
+        return missing
+
+
+# --- filters, tests and globals (Ansible's, for what workshops use) ---------------------
+
+
+def _plain(value: Any) -> Any:
+    """`value` as plain dicts, lists and strings, for serializers; uses (checks) undefined."""
+    if isinstance(value, Undefined):
+        str(value)  # raises, or records the name while listing
+        return None
+    if isinstance(value, _UnsafeText):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+try:
+    from yaml import CSafeDumper as _SafeDumper
+except ImportError:  # pragma: no cover - PyYAML without libyaml
+    from yaml import SafeDumper as _SafeDumper  # type: ignore[assignment]
+
+
+def _to_yaml(value: Any, *_args: Any, default_flow_style: bool | None = None, **kwargs: Any) -> str:
+    return yaml.dump(
+        _plain(value),
+        Dumper=_SafeDumper,
+        allow_unicode=True,
+        default_flow_style=default_flow_style,
+        **kwargs,
+    )
+
+
+def _to_nice_yaml(value: Any, indent: int = 4, *_args: Any, **kwargs: Any) -> str:
+    kwargs.setdefault("default_flow_style", False)
+    return _to_yaml(value, indent=indent, **kwargs)
+
+
+def _to_json(value: Any, **kwargs: Any) -> str:
+    return json.dumps(_plain(value), **kwargs)
+
+
+def _to_nice_json(value: Any, indent: int = 4, sort_keys: bool = True, **kwargs: Any) -> str:
+    kwargs.pop("separators", None)
+    return _to_json(value, indent=indent, sort_keys=sort_keys, separators=(",", ": "), **kwargs)
+
+
+def _from_yaml(value: Any) -> Any:
+    return yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def _to_bool(value: Any) -> bool:
+    checked = str(value).lower() if isinstance(value, str | int) else value
+    if checked in ("yes", "on", "true", "1"):
+        return True
+    if checked in ("no", "off", "false", "0"):
+        return False
+    return bool(checked == 1)
+
+
+def _quote(value: Any) -> str:
+    return shlex.quote("" if value is None else str(value))
+
+
+def _regex_flags(ignorecase: bool, multiline: bool) -> int:
+    return (re.IGNORECASE if ignorecase else 0) | (re.MULTILINE if multiline else 0)
+
+
+def _regex_replace(
+    value: Any = "",
+    pattern: str = "",
+    replacement: str = "",
+    ignorecase: bool = False,
+    multiline: bool = False,
+    count: int = 0,
+    mandatory_count: int = 0,
+) -> str:
+    compiled = re.compile(pattern, _regex_flags(ignorecase, multiline))
+    output, substitutions = compiled.subn(replacement, str(value), count=count)
+    if mandatory_count and mandatory_count != substitutions:
+        raise FilterArgumentError(
+            f"{pattern!r} should match {mandatory_count} times, but matches {substitutions} times"
+        )
+    return output
+
+
+def _regex_search(value: Any, pattern: str, *groups: str, **flags: bool) -> Any:
+    found = re.search(
+        pattern,
+        str(value),
+        _regex_flags(flags.get("ignorecase", False), flags.get("multiline", False)),
+    )
+    if found is None:
+        return None
+    if not groups:
+        return found.group()
+    wanted: list[str | int] = []
+    for group in groups:
+        if named := re.match(r"\\g<(\S+)>", group):
+            wanted.append(named.group(1))
+        elif numbered := re.match(r"\\(\d+)", group):
+            wanted.append(int(numbered.group(1)))
+        else:
+            raise FilterArgumentError(f"regex_search: unknown group argument {group!r}")
+    return [found.group(group) for group in wanted]
+
+
+def _regex_findall(
+    value: Any, pattern: str, multiline: bool = False, ignorecase: bool = False
+) -> list[Any]:
+    return re.findall(pattern, str(value), _regex_flags(ignorecase, multiline))
+
+
+def _regex_escape(value: Any, re_type: str = "python") -> str:
+    if re_type == "python":
+        return re.escape(str(value))
+    if re_type == "posix_basic":
+        return _regex_replace(value, r"([].[^$*\\])", r"\\\1")
+    raise FilterArgumentError(f"regex_escape: unsupported regex type {re_type!r}")
+
+
+def _b64encode(value: Any, encoding: str = "utf-8", urlsafe: bool = False) -> str:
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    return encode(str(value).encode(encoding, "surrogateescape")).decode("ascii")
+
+
+def _b64decode(value: Any, encoding: str = "utf-8", urlsafe: bool = False) -> str:
+    decode = base64.urlsafe_b64decode if urlsafe else base64.b64decode
+    return decode(str(value).encode("utf-8", "surrogateescape")).decode(encoding, "surrogateescape")
+
+
+def _ternary(value: Any, true_value: Any, false_value: Any, none_value: Any = None) -> Any:
+    if value is None and none_value is not None:
+        return none_value
+    return true_value if value else false_value
+
+
+def _mandatory(value: Any, msg: str | None = None) -> Any:
+    if isinstance(value, Undefined):
+        if _RECORDER.get() is not None:
+            str(value)  # records the name
+            return value
+        if msg is not None:
+            raise FilterArgumentError(msg)
+        if isinstance(value, _WodUndefined) and value._names_a_variable():
+            raise FilterArgumentError(f"mandatory variable {value._undefined_name!r} not defined")
+        raise FilterArgumentError("mandatory variable not defined")
+    return value
+
+
+def _get_hash(value: Any, hashtype: str = "sha1") -> str:
+    try:
+        digest = hashlib.new(hashtype)
+    except ValueError as exc:
+        raise FilterArgumentError(f"hash: unsupported hash type {hashtype!r}") from exc
+    digest.update(str(value).encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def _to_uuid(value: Any, namespace: str = "361E6D51-FAEC-444A-9079-341386DA8E2E") -> str:
+    return str(uuid.uuid5(uuid.UUID(str(namespace)), str(value)))
+
+
+def _combine(*terms: Mapping[str, Any], recursive: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for term in terms:
+        for key, value in term.items():
+            if recursive and isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+                result[key] = _combine(result[key], value, recursive=True)
+            else:
+                result[key] = value
+    return result
+
+
+def _dict2items(
+    value: Mapping[str, Any], key_name: str = "key", value_name: str = "value"
+) -> list[dict[str, Any]]:
+    return [{key_name: key, value_name: item} for key, item in value.items()]
+
+
+def _items2dict(
+    items: Iterable[Mapping[str, Any]], key_name: str = "key", value_name: str = "value"
+) -> dict[Any, Any]:
+    return {item[key_name]: item[value_name] for item in items}
+
+
+def _flatten(
+    values: Iterable[Any], levels: int | None = None, skip_nulls: bool = True
+) -> list[Any]:
+    flat: list[Any] = []
+    for item in values:
+        if skip_nulls and item in (None, "None", "null"):
+            continue
+        if isinstance(item, list | tuple) and (levels is None or levels >= 1):
+            flat.extend(_flatten(item, None if levels is None else levels - 1, skip_nulls))
+        else:
+            flat.append(item)
+    return flat
+
+
+def _strftime(string_format: str, second: float | None = None, utc: bool = False) -> str:
+    return time.strftime(string_format, (time.gmtime if utc else time.localtime)(second))
+
+
+def _path_filter(function: Callable[[str], Any]) -> Callable[[Any], Any]:
+    return lambda value: function(str(value))
+
+
+_FILTERS: dict[str, Callable[..., Any]] = {
+    "to_json": _to_json,
+    "to_nice_json": _to_nice_json,
+    "from_json": json.loads,
+    "to_yaml": _to_yaml,
+    "to_nice_yaml": _to_nice_yaml,
+    "from_yaml": _from_yaml,
+    "b64encode": _b64encode,
+    "b64decode": _b64decode,
+    "bool": _to_bool,
+    "quote": _quote,
+    "regex_replace": _regex_replace,
+    "regex_search": _regex_search,
+    "regex_findall": _regex_findall,
+    "regex_escape": _regex_escape,
+    "ternary": _ternary,
+    "mandatory": _mandatory,
+    "hash": _get_hash,
+    "md5": lambda value: _get_hash(value, "md5"),
+    "sha1": lambda value: _get_hash(value, "sha1"),
+    "checksum": lambda value: _get_hash(value, "sha1"),
+    "to_uuid": _to_uuid,
+    "combine": _combine,
+    "dict2items": _dict2items,
+    "items2dict": _items2dict,
+    "flatten": _flatten,
+    "strftime": _strftime,
+    "to_datetime": lambda value, fmt="%Y-%m-%d %H:%M:%S": datetime.strptime(str(value), fmt),
+    "basename": _path_filter(os.path.basename),
+    "dirname": _path_filter(os.path.dirname),
+    "splitext": _path_filter(os.path.splitext),
+    "normpath": _path_filter(os.path.normpath),
+    "path_join": lambda parts: os.path.join(*parts) if not isinstance(parts, str) else parts,
+    "type_debug": lambda value: type(value).__name__,
+}
+
+
+def _regex_test(function: Callable[..., Any]) -> Callable[..., bool]:
+    def test(
+        value: Any, pattern: str = "", ignorecase: bool = False, multiline: bool = False
+    ) -> bool:
+        return function(pattern, str(value), _regex_flags(ignorecase, multiline)) is not None
+
+    return test
+
+
+_TESTS: dict[str, Callable[..., bool]] = {
+    "match": _regex_test(re.match),
+    "search": _regex_test(re.search),
+    "regex": _regex_test(re.search),
+}
+
+
+@pass_context
+def _lookup(context: Context, plugin: str, *terms: Any, **options: Any) -> Any:
+    variables: _Variables | None = getattr(context, "_wod_variables", None)
+    if plugin != "vars" or variables is None:
+        raise SecurityError(f"lookup plugin {plugin!r} is not supported by wodmail (only 'vars')")
+    values = []
+    for term in terms:
+        value = variables.get(str(term))
+        if value is missing:
+            if "default" in options:
+                value = options["default"]
+            else:
+                value = context.environment.undefined(name=str(term))
+                str(value)  # fails, or records while listing
+        values.append(value)
+    return values[0] if len(values) == 1 and not options.get("wantlist") else values
+
+
+def _now(utc: bool = False, fmt: str | None = None) -> Any:
+    moment = datetime.now(UTC).replace(tzinfo=None) if utc else datetime.now()
+    return moment.strftime(fmt) if fmt else moment
+
+
+# --- environments and the render core ---------------------------------------------------
+
+
+class _FileEnvironment(SandboxedEnvironment):
+    context_class = _LazyContext
+
+
+class _NativeCodeGenerator(NativeCodeGenerator):
+    """Keeps a lone constant's type (`{{ 5 }}` is 5), as Ansible's concat does."""
+
+    def _output_const_repr(self, group: Iterable[Any]) -> str:
+        items = list(group)
+        if len(items) == 1:
+            return repr(items[0])
+        return repr("".join(str(item) for item in items))
+
+
+class _ValueEnvironment(_FileEnvironment):
+    code_generator_class = _NativeCodeGenerator
+
+
+def _none_as_empty(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _make_environment(cls: type[SandboxedEnvironment], **options: Any) -> SandboxedEnvironment:
+    environment = cls(
+        trim_blocks=True,
+        lstrip_blocks=False,
+        keep_trailing_newline=False,
+        newline_sequence="\n",
+        undefined=_WodUndefined,
+        autoescape=False,
+        loader=FunctionLoader(lambda _name: None),  # nothing to include: TemplateNotFound
+        **options,
+    )
+    environment.filters.update(_FILTERS)
+    environment.tests.update(_TESTS)
+    environment.globals.update(lookup=_lookup, query=_lookup, q=_lookup, now=_now)
+    return environment
+
+
+_FILE_ENVIRONMENT = _make_environment(_FileEnvironment, finalize=_none_as_empty)
+_VALUE_ENVIRONMENT = _make_environment(_ValueEnvironment)
+
+
+@lru_cache(maxsize=64)
+def _overlay(environment: SandboxedEnvironment, overrides: tuple[tuple[str, Any], ...]) -> Any:
+    return environment.overlay(**dict(overrides))
+
+
+def _split_override_header(text: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """Ansible's `#jinja2: key: value, ...` first line, as (rest of the text, overrides)."""
+    if not text.startswith(_OVERRIDE_HEADER):
+        return text, ()
+    end = text.find("\n")
+    if end == -1:
+        raise TemplateSyntaxError(f"missing newline after the {_OVERRIDE_HEADER!r} line", 1)
+    overrides = []
+    for pair in text[len(_OVERRIDE_HEADER) : end].split(","):
+        key, separator, raw_value = pair.partition(":")
+        key = key.strip()
+        if not separator or key not in _OVERRIDE_KEYS:
+            raise TemplateSyntaxError(f"invalid {_OVERRIDE_HEADER!r} override {pair.strip()!r}", 1)
+        try:
+            overrides.append((key, ast.literal_eval(raw_value.strip())))
+        except (ValueError, SyntaxError) as exc:
+            raise TemplateSyntaxError(f"invalid {_OVERRIDE_HEADER!r} value for {key!r}", 1) from exc
+    return text[end + 1 :], tuple(overrides)
+
+
+@lru_cache(maxsize=512)
+def _compile(environment: SandboxedEnvironment, source: str) -> Template:
+    code_name = _VALUE_CODE if isinstance(environment, _ValueEnvironment) else _FILE_CODE
+    code = environment.compile(source, filename=code_name)
+    return environment.template_class.from_code(environment, code, environment.make_globals(None))
+
+
+def _concat_native(nodes: Iterable[Any]) -> Any:
+    """Ansible's concat: None nodes dropped; one node keeps its type; else joined as text."""
+    values = [node for node in nodes if node is not None]
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return "".join(str(value) for value in values)
+
+
+def _trailing_newlines(text: str) -> int:
+    return len(text) - len(text.rstrip("\n"))
+
+
+def _render(environment: SandboxedEnvironment, text: str, variables: _Variables) -> Any:
+    """Render `text`; a str result gets the source's trailing newlines back, as Ansible does."""
+    source, overrides = _split_override_header(text)
+    if overrides:
+        environment = _overlay(environment, overrides)
+    template = _compile(environment, source)
+    context = template.new_context({_VARIABLES_KEY: variables})
+    try:
+        nodes = template.root_render_func(context)
+        if isinstance(environment, _ValueEnvironment):
+            result = _concat_native(nodes)
+        else:
+            result = "".join(nodes)
+    except Exception:
+        environment.handle_exception()
+    if isinstance(result, str):
+        missing_newlines = _trailing_newlines(text) - _trailing_newlines(result)
+        if missing_newlines > 0:
+            result += "\n" * missing_newlines
+    return result
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TemplateNotFound):
+        return f"include/import of {exc.name!r} is not supported (workshop files stand alone)"
+    if isinstance(exc, UndefinedError | SecurityError | FilterArgumentError):
+        return str(exc.message)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _template_line(traceback: TracebackType | None) -> int | None:
+    line = None
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == _FILE_CODE:
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    return line
+
+
+def _runtime_error(name: str, exc: Exception) -> TemplateError:
+    line = _template_line(exc.__traceback__)
+    where = f" (line {line})" if line is not None else ""
+    return TemplateError(name, f"{_describe(exc)}{where}")
+
+
+def _syntax_error(name: str, exc: TemplateSyntaxError) -> TemplateError:
+    return TemplateError(name, f"template syntax error at line {exc.lineno}: {exc.message}")
+
+
+class Renderer:
+    """Renders workshop files with one fixed set of variables, as Ansible's `template` would.
+
+    Variable values are expanded on first use and cached, so one Renderer serves all the
+    files of one deploy. Not thread-safe: use one per deploy (they are cheap).
+    """
+
+    def __init__(self, variables: Mapping[str, Any], *, hostname: str = "localhost") -> None:
+        raw = dict(variables)
+        raw.setdefault("inventory_hostname", hostname)
+        self._variables = _Variables(raw, hostname=str(raw["inventory_hostname"]))
+
+    def render(self, text: str, name: str) -> str:
+        """`text` rendered; `name` (e.g. 'WKSHP-X/1-Intro.ipynb') is used in errors.
+
+        Raises TemplateError naming the file and the undefined variable or syntax error line.
+        """
+        if not looks_like_template(text):
+            return text
+        token = _RECORDER.set(None)
+        try:
+            result = _render(_FILE_ENVIRONMENT, text, self._variables)
+        except TemplateSyntaxError as exc:
+            raise _syntax_error(name, exc) from None
+        except Exception as exc:
+            raise _runtime_error(name, exc) from exc
+        finally:
+            _RECORDER.reset(token)
+        return str(result)
+
+    def undefined_variables(self, text: str, name: str) -> set[str]:
+        """Every undefined variable that rendering `text` would use, not only the first.
+
+        Names are variable names (including `hostvars[...]` keys and variables used inside
+        other variables' values); a missing key of an existing dict is described instead,
+        e.g. "'dict object' has no attribute 'port'". Raises TemplateError for a syntax
+        error or a failure not caused by an undefined variable.
+        """
+        if not looks_like_template(text):
+            return set()
+        recorder: set[str] = set()
+        token = _RECORDER.set(recorder)
+        try:
+            _render(_FILE_ENVIRONMENT, text, self._variables)
+        except TemplateSyntaxError as exc:
+            raise _syntax_error(name, exc) from None
+        except UndefinedError as exc:  # a value that is broken, not undefined (loop, syntax)
+            raise _runtime_error(name, exc) from exc
+        except Exception as exc:
+            # Carrying on past an undefined value can trip something else: report the cause.
+            if not recorder:
+                raise _runtime_error(name, exc) from exc
+        finally:
+            _RECORDER.reset(token)
+        return recorder
+
+
+# --- variable files and layering -----------------------------------------------------
+
+
+class _VarsLoader(yaml.SafeLoader):
+    """YAML as Ansible reads vars files: `!unsafe` strings stay literal; `!vault` refused."""
+
+
+def _construct_unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return _UnsafeText(loader.construct_scalar(node))
+    message = "!unsafe applies to strings only"
+    raise yaml.constructor.ConstructorError(None, None, message, node.start_mark)
+
+
+def _construct_vault(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    raise yaml.constructor.ConstructorError(
+        None, None, "Ansible Vault values (!vault) are not supported", node.start_mark
+    )
+
+
+_VarsLoader.add_constructor("!unsafe", _construct_unsafe)
+_VarsLoader.add_constructor("!vault", _construct_vault)
+
+
+def load_vars_file(path: Path) -> dict[str, Any]:
+    """The variables of a WoD vars file (`variables_<W>.yml`, a group_vars file).
+
+    Raises TemplateError naming the file when it cannot be read or is not a YAML mapping.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TemplateError(str(path), f"cannot read variables file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise TemplateError(str(path), f"variables file is not UTF-8: {exc.reason}") from exc
+    try:
+        data = yaml.load(text, Loader=_VarsLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise TemplateError(str(path), f"invalid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        found = type(data).__name__
+        raise TemplateError(str(path), f"expected a mapping of variables, found a {found}")
+    not_names = [key for key in data if not isinstance(key, str)]
+    if not_names:
+        raise TemplateError(str(path), f"variable names must be strings, found {not_names[0]!r}")
+    return data
+
+
+def layer_variables(
+    config_vars: Mapping[str, Any],
+    public_vars_file: Path | None,
+    private_vars_file: Path | None,
+    student_vars: Mapping[str, Any],
+    *,
+    stdid: int,
+    workshop_ws: str,
+    challenge_w: str,
+    mode: str,
+    password: str | None,
+) -> dict[str, Any]:
+    """The template variables of one CREATE, later layers winning (LIFECYCLE, deploy step 4).
+
+    Vars files that do not exist are skipped, as the old playbook did. STDID is a string,
+    as it was when passed with `ansible-playbook -e STDID=N`. PASSSTU is defined only when
+    a `password` is given (workshops flagged `ldap` or `varpass`): a template that uses it
+    otherwise fails as it did under Ansible, rather than showing an empty password. The
+    result holds that password: never log it.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, not {mode!r}")
+    layered = dict(config_vars)
+    for path in (public_vars_file, private_vars_file):
+        if path is not None and path.is_file():
+            layered.update(load_vars_file(path))
+    layered.update(student_vars)
+    layered.update(
+        STDID=str(stdid),
+        WORKSHOP=workshop_ws,
+        CHALLENGE=challenge_w,
+        MODEWS=mode,
+    )
+    if password is not None:
+        layered["PASSSTU"] = password
+    return layered
