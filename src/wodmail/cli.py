@@ -65,10 +65,11 @@ def _reader(config: Config) -> JournalReader:
 
 
 def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
-    from wodmail.dispatcher import noop_runner
+    from wodmail.backend import Backend
+    from wodmail.lifecycle import LifecycleRunner
     from wodmail.service import serve_forever
 
-    asyncio.run(serve_forever(config, noop_runner))
+    asyncio.run(serve_forever(config, LifecycleRunner(Backend.from_config(config))))
     return 0
 
 

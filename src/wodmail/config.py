@@ -44,6 +44,9 @@ class Students(_Section):
 class Notebooks(_Section):
     public: Path | None = None
     private: Path | None = None
+    # Folders holding variables_<W>.yml; when unset, the workshop's own folder is searched.
+    public_vars: Path | None = None
+    private_vars: Path | None = None
 
     def folder_of(self, content: str) -> Path | None:
         """The workshop folder: the public tree first, else the private one."""
@@ -74,10 +77,14 @@ class Ldap(_Section):
     bind_dn: str = "cn=Directory Manager"
     password: str = ""
     timeout_seconds: float = Field(10.0, gt=0)
+    prefixes: dict[str, str] = Field(
+        default_factory=dict, description="login prefix per workshop folder (default student)"
+    )
 
 
 class Accounts(_Section):
     root: Path = Path("/")
+    linux_passwords: bool = True
     password: str | None = None
     password_length: int = Field(16, ge=8, le=128)
     password_alphabet: str = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"

@@ -77,6 +77,9 @@ class Daemon:
             await self.dispatcher.stop(grace)
         if self.journal is not None:
             self.journal.close()
+        close = getattr(self._runner, "aclose", None)
+        if close is not None:
+            await close()
         log.info("wodmail stopped")
 
 

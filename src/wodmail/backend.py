@@ -1,0 +1,262 @@
+"""The backend's ports, built once from the config: what the lifecycle is allowed to call.
+
+Accounts (Linux passwords, homes, LDAP), deploy (templates), hooks, the portal and the hub.
+The lifecycle calls these and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from wodmail import accounts
+from wodmail.config import Config
+from wodmail.deploy import DeployResult, deploy_workshop
+from wodmail.errors import AccountError, ConfigurationError, TemplateError
+from wodmail.hooks import Hooks
+from wodmail.hub import HubClient
+from wodmail.ldap import LdapSettings, set_ldap_password
+from wodmail.logs import register_secret
+from wodmail.passwords import generate_password
+from wodmail.portal import PortalClient
+from wodmail.studentvars import StudentVars
+from wodmail.templating import Renderer, layer_variables, load_vars_file
+from wodmail.workshop import Workshop
+
+log = structlog.get_logger(__name__)
+
+
+def load_base_variables(config: Config) -> dict[str, Any]:
+    """Every configuration variable of the backend: group_vars files in order, then `vars`."""
+    merged: dict[str, Any] = {}
+    for path in config.group_vars:
+        try:
+            merged.update(load_vars_file(path))
+        except TemplateError as exc:
+            raise ConfigurationError(f"group_vars: {exc}") from None
+    merged.update(config.vars)
+    return merged
+
+
+@dataclass(frozen=True)
+class Account:
+    """studentN on this backend: its home and numeric ids (from accounts.root)."""
+
+    student: int
+    name: str
+    home: Path
+    uid: int
+    gid: int
+
+
+@dataclass
+class Backend:
+    config: Config
+    portal: PortalClient | None
+    hub: HubClient | None
+    hooks: Hooks
+    base_vars: dict[str, Any]
+    student_vars: StudentVars
+    _users: accounts.UserDb = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._users = accounts.UserDb(self.config.accounts.root)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Backend:
+        portal = None
+        if config.portal.url:
+            portal = PortalClient(
+                config.portal.url,
+                config.portal.user,
+                config.portal.password,
+                timeout=config.portal.timeout_seconds,
+                token_ttl=config.portal.token_ttl_seconds,
+            )
+        hub = None
+        if config.hub.url:
+            hub = HubClient(config.hub.url, config.hub.token, timeout=config.hub.timeout_seconds)
+        register_secret(config.accounts.ldap.password)
+        return cls(
+            config=config,
+            portal=portal,
+            hub=hub,
+            hooks=Hooks.from_config(config),
+            base_vars=load_base_variables(config),
+            student_vars=StudentVars(config.state_dir),
+        )
+
+    async def aclose(self) -> None:
+        for client in (self.portal, self.hub):
+            if client is not None:
+                await client.aclose()
+
+    # -- ids ---------------------------------------------------------------------------------
+
+    def db_id(self, student: int) -> int:
+        """The API-DB id of student N: N + BASESTDID."""
+        return student + self.config.students.base_id
+
+    def account(self, student: int) -> Account:
+        name = f"student{student}"
+        home = self.config.students_dir / name
+        if not home.is_dir():
+            raise AccountError(f"no home for {name} ({home} does not exist)")
+        entry = self._users.user(name)
+        return Account(student, name, home, entry.uid, entry.gid)
+
+    def admin_uid(self) -> int | None:
+        admin = self.config.accounts.admin_user
+        return self._users.uid(admin) if admin else None
+
+    # -- passwords ---------------------------------------------------------------------------
+
+    def new_password(self) -> str:
+        settings = self.config.accounts
+        password = settings.password or generate_password(
+            settings.password_length, settings.password_alphabet
+        )
+        register_secret(password)
+        return password
+
+    async def set_password(self, workshop: Workshop, student: int, password: str) -> list[str]:
+        """Sets studentN's password on Linux (and LDAP for `ldap` workshops); says where."""
+        done = []
+        if self.config.accounts.linux_passwords:
+            await accounts.set_linux_password(
+                f"student{student}", password, self.config.accounts.root
+            )
+            done.append("linux")
+        if workshop.record.ldap:
+            await set_ldap_password(self._ldap_settings(), self.ldap_login(workshop, student),
+                                    password)
+            done.append("ldap")
+        return done
+
+    def ldap_login(self, workshop: Workshop, student: int) -> str:
+        prefix = self.config.accounts.ldap.prefixes.get(workshop.content, "student")
+        return f"{prefix}{student}"
+
+    def _ldap_settings(self) -> LdapSettings:
+        ldap = self.config.accounts.ldap
+        if not ldap.server:
+            raise ConfigurationError("the workshop has `ldap` but accounts.ldap.server is not set")
+        return LdapSettings(
+            server=ldap.server,
+            port=ldap.port,
+            base_dn=ldap.base_dn,
+            bind_dn=ldap.bind_dn,
+            password=ldap.password,
+            timeout=ldap.timeout_seconds,
+        )
+
+    # -- homes -------------------------------------------------------------------------------
+
+    async def reset_home(self, account: Account) -> None:
+        """Wipe HOME, dotfiles included; restore the skeleton; new ssh key pair; ownership."""
+        await accounts.reset_home(
+            account.home,
+            self.config.accounts.skel,
+            uid=account.uid,
+            gid=account.gid,
+            admin_uid=self.admin_uid(),
+            key_comment=f"{account.name}@wodmail",
+        )
+
+    async def end_processes(self, account: Account) -> int:
+        if account.uid == os.getuid():
+            # Only in a sandbox where students share our uid (the unprivileged demo).
+            log.warning("not ending processes of our own uid", student=account.student)
+            return 0
+        return await accounts.end_processes(account.uid, self.config.accounts.kill_grace_seconds)
+
+    # -- deploy ------------------------------------------------------------------------------
+
+    def renderer(
+        self, workshop: Workshop, student: int, password: str | None
+    ) -> Renderer:
+        """The template variables of a CREATE for `student`, layered as LIFECYCLE.md says."""
+        exposed = password if (workshop.record.ldap or workshop.record.varpass) else None
+        notebooks = self.config.notebooks
+        variables = layer_variables(
+            self.base_vars,
+            self._vars_file(notebooks.public_vars, notebooks.public, workshop),
+            self._vars_file(notebooks.private_vars, notebooks.private, workshop),
+            self.student_vars.load(student, workshop.content),
+            stdid=student,
+            workshop_ws=workshop.content,
+            challenge_w=workshop.name,
+            mode=workshop.mode,
+            password=exposed,
+        )
+        return Renderer(variables)
+
+    @staticmethod
+    def _vars_file(folder: Path | None, tree: Path | None, workshop: Workshop) -> Path | None:
+        """variables_<W>.yml in the configured folder, else in the workshop's own folder."""
+        if folder is None and tree is None:
+            return None
+        folder = folder if folder is not None else tree / workshop.content  # type: ignore[operator]
+        path = folder / f"variables_{workshop.name}.yml"
+        return path if path.is_file() else None
+
+    async def deploy(
+        self, workshop: Workshop, account: Account, renderer: Renderer
+    ) -> DeployResult:
+        result = await asyncio.to_thread(deploy_workshop, workshop.folder, account.home, renderer)
+        await asyncio.to_thread(
+            accounts.give_to, result.student_paths, account.uid, account.gid, self.admin_uid()
+        )
+        return result
+
+    async def compile_scripts(
+        self, workshop: Workshop, account: Account, renderer: Renderer
+    ) -> list[str]:
+        """CREATE step 4: each `compile` script rendered and compiled with shc into HOME."""
+        made = []
+        for name in workshop.record.compile:
+            source = self._find_script(name)
+            text = renderer.render(source.read_text(encoding="utf-8"), name)
+            target = account.home / Path(name).stem
+            await _shc(text, target)
+            await asyncio.to_thread(
+                accounts.give_to, [target], account.uid, account.gid, self.admin_uid()
+            )
+            made.append(target.name)
+        return made
+
+    def _find_script(self, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise ConfigurationError(f"compile script name {name!r} is not a plain file name")
+        for folder in (self.config.scripts.public, self.config.scripts.private):
+            if folder is not None and (folder / name).is_file():
+                return folder / name
+        raise ConfigurationError(f"compile script {name} is in neither scripts folder")
+
+
+async def _shc(text: str, target: Path) -> None:
+    """Compiles a shell script with shc; only the executable reaches the student's home."""
+    shc = shutil.which("shc")
+    if shc is None:
+        raise ConfigurationError("shc is not installed; it is needed for `compile` workshops")
+    with tempfile.TemporaryDirectory(prefix="wodmail-shc-") as tmp:
+        source = Path(tmp) / "script.sh"
+        source.write_text(text, encoding="utf-8")
+        binary = Path(tmp) / "script"
+        proc = await asyncio.create_subprocess_exec(
+            shc, "-r", "-f", str(source), "-o", str(binary),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await proc.communicate()
+        if proc.returncode != 0:
+            message = output.decode("utf-8", "replace").strip()[-500:]
+            raise AccountError(f"shc failed on {target.name}: {message}")
+        shutil.move(binary, target)
+        os.chmod(target, 0o755)

@@ -1,0 +1,423 @@
+"""The four verbs (LIFECYCLE.md) as plain sequences of named steps over the backend's ports.
+
+Every step is safe to repeat, because an order interrupted by a crash runs again from the
+start: a CREATE's password is saved in the order's record before it is used anywhere, and a
+re-run takes the same one, so accounts, portal and result agree whatever was done before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from wodmail.appliance import appliance_target
+from wodmail.backend import Account, Backend
+from wodmail.dispatcher import JobContext
+from wodmail.errors import ConfigurationError, TemplateError, WodmailError
+from wodmail.hooks import HookContext
+from wodmail.jobs import Job
+from wodmail.logs import register_secret
+from wodmail.steps import RetryPolicy, Steps
+from wodmail.templating import Renderer
+from wodmail.workshop import Workshop, resolve_workshop
+
+log = structlog.get_logger(__name__)
+
+
+class Order:
+    """One order being carried out: the job, its steps and the ports."""
+
+    def __init__(self, backend: Backend, job: Job, ctx: JobContext) -> None:
+        self.backend = backend
+        self.job = job
+        self.ctx = ctx
+        dispatch = backend.config.dispatch
+        self.steps = Steps(
+            ctx,
+            RetryPolicy(
+                base_seconds=dispatch.retry_base_seconds,
+                max_seconds=dispatch.retry_max_seconds,
+                deadline_seconds=dispatch.retry_deadline_seconds,
+            ),
+        )
+        self.result = self.steps.result
+        self.result["verb"] = job.verb
+        self.customer = job.customer or 0
+        self.portal = backend.portal
+        self.hub = backend.hub
+
+    async def step(self, name: str, action: Callable[[], Awaitable[Any]]) -> Any:
+        return await self.steps.run(name, action)
+
+    # -- shared first steps ------------------------------------------------------------------
+
+    async def student(self) -> int:
+        """The order's student; for `[object Promise]` orders, the customer's, from the API-DB."""
+        if self.job.student is not None:
+            return self.job.student
+        return int(await self.step("resolve-student", self._student_of_customer))
+
+    async def _student_of_customer(self) -> int:
+        if self.portal is None or not self.customer:
+            raise WodmailError("the student is unknown and no portal is configured to ask")
+        customer = await self.portal.get_customer(self.customer)
+        db_id = customer.get("studentId")
+        if db_id is None:
+            raise WodmailError(f"customer {self.customer} has no studentId in the API-DB")
+        student = int(db_id) - self.backend.config.students.base_id
+        students = self.backend.config.students
+        if not students.min <= student <= students.max:
+            raise WodmailError(
+                f"customer {self.customer}'s student {student} is outside "
+                f"{students.min}..{students.max}"
+            )
+        self.result["student"] = student
+        return student
+
+    async def workshop(self) -> Workshop:
+        job = self.job
+        workshop: Workshop = await self.step(
+            "workshop",
+            lambda: resolve_workshop(
+                self.backend.config, job.workshop or "", job.content or "", job.mode or "WKSHP",
+                self.portal,
+            ),
+        )
+        self.result["workshop_id"] = workshop.record.id
+        self.result["workshop_record"] = workshop.source
+        return workshop
+
+    async def target(self, workshop: Workshop, student: int) -> str | None:
+        return await self.step("appliance-target", lambda: _now(self._target(workshop, student)))
+
+    def _target(self, workshop: Workshop, student: int) -> str | None:
+        renderer = Renderer(self.backend.base_vars)
+        target = appliance_target(
+            multiappliance=workshop.record.multiappliance,
+            monoappliance=workshop.record.monoappliance,
+            content=workshop.content,
+            student=student,
+            range_min=workshop.range_min,
+            lookup=lambda key: resolve(renderer, key),
+        )
+        if target:
+            self.result["target"] = target
+        return target
+
+    async def password(self) -> str:
+        """A new password, saved in the order's record before use (reused by a re-run)."""
+        previous = self.job.result.get("password")
+        if isinstance(previous, str) and previous:
+            register_secret(previous)
+            password = previous
+        else:
+            password = self.backend.new_password()
+        self.result["password"] = password
+        await self.steps.save()
+        return password
+
+    async def set_password(self, workshop: Workshop, student: int, password: str) -> None:
+        where = await self.step(
+            f"set-password student{student}",
+            lambda: self.backend.set_password(workshop, student, password),
+        )
+        self.result.setdefault("password_set_on", where)
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    async def hooks(
+        self,
+        phase: str,
+        workshop: Workshop,
+        students: list[int],
+        *,
+        password: str | None = None,
+        target: str | None = None,
+    ) -> None:
+        backend = self.backend
+        if not backend.hooks.has(phase, workshop.content):
+            return
+        student = students[0] if len(students) == 1 else None
+        homes = {n: backend.config.students_dir / f"student{n}" for n in students}
+        student_vars = backend.student_vars.load(student, workshop.content) if student else {}
+        renderer = Renderer(backend.base_vars)
+        ctx = HookContext(
+            student=student,
+            students=students,
+            workshop=workshop.name,
+            content=workshop.content,
+            workshop_id=workshop.record.id or None,
+            record=workshop.record.model_dump(),
+            password=password,
+            target=target,
+            home=homes.get(student) if student else None,
+            homes=homes,
+            variables=backend.base_vars,
+            student_vars=student_vars,
+            resolve=lambda key: resolve(renderer, key),
+            log=log.bind(phase=phase),
+        )
+        runs = await self.step(f"hooks {phase}", lambda: backend.hooks.run(phase, ctx))
+        self.result.setdefault("hooks", []).extend(run.model_dump() for run in runs)
+        if student is not None:
+            backend.student_vars.save(student, workshop.content, ctx.student_vars)
+
+    # -- portal and hub ----------------------------------------------------------------------
+
+    async def portal_call(self, name: str, action: Callable[[], Awaitable[Any]]) -> None:
+        if self.portal is None:
+            self.steps.skip(name, "no portal configured")
+            return
+        await self.step(name, action)
+
+    async def hub_call(self, name: str, start: bool, student: int) -> None:
+        hub = self.hub
+        if hub is None:
+            self.steps.skip(name, "no hub configured")
+            return
+        user = f"student{student}"
+        outcome = await self.step(
+            name, lambda: hub.start_server(user) if start else hub.stop_server(user)
+        )
+        self.result["hub"] = outcome
+
+    async def update_student(self, student: int, **fields: Any) -> None:
+        portal = self.portal
+        db_id = self.backend.db_id(student)
+        shown = ",".join(fields)
+        await self.portal_call(
+            f"portal student/{db_id} {shown}",
+            lambda: portal.update_student(db_id, **fields),  # type: ignore[union-attr]
+        )
+
+    async def update_customer(self, **fields: Any) -> None:
+        if not self.customer:
+            return
+        portal = self.portal
+        shown = ",".join(fields)
+        await self.portal_call(
+            f"portal customer/{self.customer} {shown}",
+            lambda: portal.update_customer(self.customer, **fields),  # type: ignore[union-attr]
+        )
+
+    async def wait_cleaned(self) -> None:
+        """RESET/PURGE step 1: wait for the customer's CLEANUP, without holding a worker."""
+        if not self.customer or self.portal is None:
+            return
+        portal = self.portal
+        dispatch = self.backend.config.dispatch
+
+        async def until_cleaned() -> None:
+            deadline = time.monotonic() + dispatch.cleaned_wait_seconds
+            while True:
+                customer = await portal.get_customer(self.customer)
+                if str(customer.get("cleaned")).lower() == "true":
+                    return
+                if time.monotonic() >= deadline:
+                    raise WodmailError(
+                        f"customer {self.customer} still not cleaned after "
+                        f"{dispatch.cleaned_wait_seconds:.0f} s"
+                    )
+                async with self.ctx.idle():
+                    await asyncio.sleep(dispatch.cleaned_poll_seconds)
+
+        await self.step(f"wait customer/{self.customer} cleaned", until_cleaned)
+
+    # -- homes -------------------------------------------------------------------------------
+
+    async def account(self, student: int) -> Account:
+        return await self.step(
+            f"home student{student}", lambda: _now(self.backend.account(student))
+        )
+
+    async def wipe(self, account: Account) -> None:
+        await self.step(f"wipe-home {account.name}", lambda: self.backend.reset_home(account))
+
+    async def end_processes(self, account: Account) -> None:
+        count = await self.step(
+            f"end-processes {account.name}", lambda: self.backend.end_processes(account)
+        )
+        if count:
+            self.result.setdefault("processes_ended", {})[account.name] = count
+
+
+async def _now(value: Any) -> Any:
+    return value
+
+
+def resolve(renderer: Renderer, key: str) -> Any:
+    """A configuration variable with its `{{ }}` expanded; KeyError when it is not set."""
+    try:
+        return renderer.render("{{ hostvars[inventory_hostname][" + repr(key) + "] }}", key)
+    except TemplateError as exc:
+        raise KeyError(key) from exc
+
+
+# -- the verbs -------------------------------------------------------------------------------
+
+
+async def create(order: Order) -> None:
+    backend = order.backend
+    student = await order.student()
+    workshop = await order.workshop()
+    target = await order.target(workshop, student)
+    account = await order.account(student)
+    password = await order.password()
+    await order.set_password(workshop, student, password)
+    await order.wipe(account)
+    if workshop.record.compile:
+        renderer = backend.renderer(workshop, student, password)
+        made = await order.step(
+            "compile", lambda: backend.compile_scripts(workshop, account, renderer)
+        )
+        order.result["compiled"] = made
+    await order.hooks("create", workshop, [student], password=password, target=target)
+    deployed = await order.step(
+        "deploy",
+        lambda: backend.deploy(workshop, account, backend.renderer(workshop, student, password)),
+    )
+    order.result["deployed"] = {"files": deployed.files, "rendered": deployed.rendered,
+                                "bytes": deployed.bytes}
+    await order.hooks("post_copy", workshop, [student], password=password, target=target)
+    await order.update_student(student, password=password)
+    await order.update_customer(active=True)
+    await order.hub_call("hub start", True, student)
+
+
+async def cleanup(order: Order) -> None:
+    student = await order.student()
+    workshop = await order.workshop()
+    target = await order.target(workshop, student)
+    account = await order.account(student)
+    password = await order.password()
+    await order.set_password(workshop, student, password)
+    await order.update_student(student, password=password)
+    await order.hooks("cleanup", workshop, [student], password=password, target=target)
+    ratio = await order.step(
+        "completion", lambda: asyncio.to_thread(completion_ratio, account.home / workshop.content)
+    )
+    order.result["completion"] = ratio
+    await order.update_customer(completionPercentage=ratio)
+    await order.hub_call("hub stop", False, student)
+    if workshop.record.reset:
+        await order.update_student(student, assigned=True)
+        await order.update_customer(active=False)
+    else:
+        await order.update_student(student, assigned=False)
+        await order.wipe(account)
+        await order.end_processes(account)
+    await order.update_customer(cleaned=True)
+
+
+async def reset(order: Order) -> None:
+    await order.wait_cleaned()
+    workshop = await order.workshop()
+    if not workshop.record.reset:
+        order.steps.skip("reset", f"{workshop.name} has no `reset` flag: nothing to do")
+        return
+    students = [await order.student()] if order.job.student is None else order.job.students
+    if len(students) > 1:
+        await _range_capacity(order, workshop, students)
+    accounts = [await order.account(n) for n in students]
+    for account in accounts:
+        password = order.backend.new_password()
+        await order.set_password(workshop, account.student, password)
+    if not order.backend.hooks.has("reset", workshop.content):
+        raise WodmailError(f"no reset hook for {workshop.name}")
+    target = await order.target(workshop, students[0]) if len(students) == 1 else None
+    await order.hooks("reset", workshop, students, target=target)
+    for account in accounts:
+        await order.update_student(account.student, assigned=False)
+        await order.wipe(account)
+        await order.end_processes(account)
+
+
+async def _range_capacity(order: Order, workshop: Workshop, students: list[int]) -> None:
+    config = order.backend.config.students
+    if students[0] < config.min or students[-1] > config.max:
+        raise WodmailError(f"range {students[0]},{students[-1]} outside {config.min}..{config.max}")
+    if not workshop.record.id:
+        raise WodmailError(f"{workshop.name} has no API-DB id to update its capacity")
+    portal = order.portal
+    await order.portal_call(
+        f"portal workshop/{workshop.record.id} capacity",
+        lambda: portal.update_workshop(workshop.record.id, capacity=len(students)),  # type: ignore[union-attr]
+    )
+
+
+async def purge(order: Order) -> None:
+    await order.wait_cleaned()
+    student = await order.student()
+    workshop = await order.workshop()
+    account = await order.account(student)
+    await order.hub_call("hub stop", False, student)
+    password = await order.password()
+    await order.set_password(workshop, student, password)
+    await order.update_student(student, assigned=False, password=password)
+    await order.wipe(account)
+    await order.end_processes(account)
+
+
+VERBS: dict[str, Callable[[Order], Awaitable[None]]] = {
+    "CREATE": create,
+    "CLEANUP": cleanup,
+    "RESET": reset,
+    "PURGE": purge,
+}
+
+
+def completion_ratio(folder: Path) -> int:
+    """CLEANUP step 3: % of code cells executed among cells with an execution_count."""
+    executed = total = 0
+    if not folder.is_dir():
+        return 0
+    for path in sorted(folder.rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        try:
+            cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        for cell in cells:
+            if isinstance(cell, dict) and "execution_count" in cell:
+                total += 1
+                executed += cell["execution_count"] is not None
+    return executed * 100 // total if total else 0
+
+
+class LifecycleRunner:
+    """The dispatcher's runner: one `Order` per job, through its verb's steps."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    async def __call__(self, job: Job, ctx: JobContext) -> dict[str, Any]:
+        verb = VERBS.get(job.verb or "")
+        if verb is None:
+            raise ConfigurationError(f"unknown verb {job.verb!r}")
+        order = Order(self.backend, job, ctx)
+        try:
+            await verb(order)
+        except Exception as exc:
+            # The dispatcher records what was done before the failure with the reason.
+            if getattr(exc, "result", None) is None:
+                exc.result = order.result  # type: ignore[attr-defined]
+            raise
+        order.result["summary"] = _summary(order)
+        return order.result
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+
+def _summary(order: Order) -> str:
+    job = order.job
+    student = order.result.get("student", job.student_field)
+    return f"{job.verb} {job.workshop} for student {student} done"
+
