@@ -243,9 +243,12 @@ def _copy_into(src_dir: Path, dst_dir: Path) -> None:
 # ---------------------------------------------------------------- ssh keys
 
 
-def create_ssh_keypair(home: Path, comment: str, *, key_size: int = 3072) -> str:
+def create_ssh_keypair(
+    home: Path, comment: str, *, key_size: int = 3072, key: rsa.RSAPrivateKey | None = None
+) -> str:
     """Write a fresh RSA pair to HOME/.ssh/id_rsa{,.pub}, no passphrase; return the public line.
 
+    `key` is a pair made ahead of time (see wodmail.keypool), else one is generated here.
     An existing pair is replaced. .ssh is made 0700 and id_rsa 0600; ownership is left to
     `give_to`.
     """
@@ -254,7 +257,8 @@ def create_ssh_keypair(home: Path, comment: str, *, key_size: int = 3072) -> str
     ssh_dir = _checked_home(home) / SSH_DIR
     if ssh_dir.is_symlink() or (ssh_dir.exists() and not ssh_dir.is_dir()):
         raise AccountError(f"refusing to write keys into {ssh_dir}: not a plain directory")
-    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    if key is None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     private = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.OpenSSH,
@@ -366,6 +370,7 @@ async def reset_home(
     gid: int,
     admin_uid: int | None = None,
     key_comment: str,
+    key: rsa.RSAPrivateKey | None = None,
 ) -> None:
     """Wipe `home`, restore the skeletons, create the ssh pair, give it all to uid:gid.
 
@@ -373,7 +378,7 @@ async def reset_home(
     refuses a private key that looks group-readable.
     """
     await asyncio.to_thread(
-        _reset_home, Path(home), list(skel_dirs), uid, gid, admin_uid, key_comment
+        _reset_home, Path(home), list(skel_dirs), uid, gid, admin_uid, key_comment, key
     )
 
 
@@ -384,10 +389,11 @@ def _reset_home(
     gid: int,
     admin_uid: int | None,
     key_comment: str,
+    key: rsa.RSAPrivateKey | None = None,
 ) -> None:
     wipe_home(home)
     restore_skel(home, skel_dirs)
-    create_ssh_keypair(home, key_comment)
+    create_ssh_keypair(home, key_comment, key=key)
     ssh_dir = home / SSH_DIR
     give_to([p for p in home.iterdir() if p != ssh_dir], uid, gid, admin_uid)
     give_to([ssh_dir], uid, gid)

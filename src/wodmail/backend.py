@@ -18,10 +18,11 @@ import structlog
 
 from wodmail import accounts
 from wodmail.config import Config
-from wodmail.deploy import DeployResult, deploy_workshop
+from wodmail.deploy import DeployResult, check_tree, deploy_workshop
 from wodmail.errors import AccountError, ConfigurationError, TemplateError
 from wodmail.hooks import Hooks
 from wodmail.hub import HubClient
+from wodmail.keypool import KeyPool
 from wodmail.ldap import LdapSettings, set_ldap_password
 from wodmail.logs import register_secret
 from wodmail.passwords import generate_password
@@ -65,9 +66,18 @@ class Backend:
     base_vars: dict[str, Any]
     student_vars: StudentVars
     _users: accounts.UserDb = field(init=False)
+    keys: KeyPool = field(init=False)
 
     def __post_init__(self) -> None:
         self._users = accounts.UserDb(self.config.accounts.root)
+        settings, students = self.config.accounts, self.config.students
+        size = settings.ssh_key_pool
+        if size is None:
+            size = students.max - students.min + 1
+        self.keys = KeyPool(size, settings.ssh_key_bits)
+
+    def start(self) -> None:
+        self.keys.start()
 
     @classmethod
     def from_config(cls, config: Config) -> Backend:
@@ -94,6 +104,7 @@ class Backend:
         )
 
     async def aclose(self) -> None:
+        self.keys.stop()
         for client in (self.portal, self.hub):
             if client is not None:
                 await client.aclose()
@@ -168,6 +179,7 @@ class Backend:
             gid=account.gid,
             admin_uid=self.admin_uid(),
             key_comment=f"{account.name}@wodmail",
+            key=await asyncio.to_thread(self.keys.take),
         )
 
     async def end_processes(self, account: Account) -> int:
@@ -197,6 +209,16 @@ class Backend:
             password=exposed,
         )
         return Renderer(variables)
+
+    async def check_templates(self, workshop: Workshop, student: int) -> None:
+        """Every template problem of the workshop for `student`, all at once, before any change."""
+        renderer = self.renderer(workshop, student, "preflight-password")
+        issues = await asyncio.to_thread(check_tree, workshop.folder, renderer)
+        if issues:
+            listed = "; ".join(f"{issue.file}: {issue.problem}" for issue in issues[:20])
+            more = f" (and {len(issues) - 20} more)" if len(issues) > 20 else ""
+            count = len(issues)
+            raise TemplateError(workshop.content, f"{count} template problem(s): {listed}{more}")
 
     @staticmethod
     def _vars_file(folder: Path | None, tree: Path | None, workshop: Workshop) -> Path | None:

@@ -91,6 +91,10 @@ class Accounts(_Section):
     admin_user: str | None = None
     skel: list[Path] = Field(default_factory=list)
     kill_grace_seconds: float = Field(5.0, ge=0)
+    ssh_key_bits: int = Field(3072, ge=2048, le=8192)
+    ssh_key_pool: int | None = Field(
+        None, ge=0, description="keys made ahead of time; default: one per student of the range"
+    )
     ldap: Ldap = Field(default_factory=Ldap)
 
 

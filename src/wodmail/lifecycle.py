@@ -267,6 +267,10 @@ async def create(order: Order) -> None:
     student = await order.student()
     workshop = await order.workshop()
     target = await order.target(workshop, student)
+    if not backend.hooks.has("create", workshop.content):
+        # Nothing can add variables before the deploy: a broken template fails the order
+        # here, before the password or the home is touched.
+        await order.step("check-templates", lambda: backend.check_templates(workshop, student))
     account = await order.account(student)
     password = await order.password()
     await order.set_password(workshop, student, password)
@@ -396,6 +400,7 @@ class LifecycleRunner:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        backend.start()
 
     async def __call__(self, job: Job, ctx: JobContext) -> dict[str, Any]:
         verb = VERBS.get(job.verb or "")

@@ -71,6 +71,16 @@ def mask_secrets(
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is at the time (it may be replaced after configuring)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(verbosity: int = 0, *, stream: Any = None) -> None:
     """JSON lines on stderr; verbosity 0 = info, 1+ = debug."""
     level = logging.DEBUG if verbosity > 0 else logging.INFO
@@ -87,6 +97,6 @@ def configure_logging(verbosity: int = 0, *, stream: Any = None) -> None:
     structlog.configure(
         processors=list(processors),
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream or _CurrentStderr()),
         cache_logger_on_first_use=False,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class RecordedCall:
     path: str
     json: Any
     status: int | None
+    at: float = field(default_factory=time.monotonic)  # when it was handled (monotonic clock)
 
 
 @dataclass(frozen=True)

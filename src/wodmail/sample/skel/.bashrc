@@ -1,0 +1,2 @@
+# wodmail sample skeleton
+export PS1='\u@wod:\w\$ '
