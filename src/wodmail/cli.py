@@ -52,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate the config and print it")
     _add_config(check)
+
+    render = commands.add_parser(
+        "render", help="render a workshop as student N would get it (touches nothing)"
+    )
+    _add_config(render)
+    render.add_argument("workshop", help="WKSHP-x or CHLG-x")
+    render.add_argument("--student", "-s", type=int, required=True)
+    render.add_argument("--out", "-o", type=Path, default=None,
+                        help="write the files a CREATE would put in HOME/WS into this folder")
+    render.add_argument("--password", default=None,
+                        help="PASSSTU for ldap/varpass workshops (default: a placeholder)")
+
+    demo = commands.add_parser(
+        "demo", help="run CREATE and CLEANUP against a sandboxed backend and show everything"
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the sandbox folder")
     return parser
 
 
@@ -136,7 +152,7 @@ def render_job(public: dict[str, Any]) -> str:
             lines.append(f"  {key + ':':<14} {_text(public.get(key))}")
     result = public.get("result") or {}
     for key, value in result.items():
-        if key == "steps":
+        if key in ("steps", "verb"):
             continue
         shown = json.dumps(value) if isinstance(value, dict | list) else value
         lines.append(f"  {key + ':':<14} {shown}")
@@ -151,15 +167,45 @@ def render_job(public: dict[str, Any]) -> str:
 
 
 def _cmd_check_config(config: Config, args: argparse.Namespace) -> int:
-    from wodmail.service import describe
+    from wodmail.service import check, describe
 
     json.dump(describe(config), sys.stdout, indent=2)
     print()
+    errors, warnings = check(config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _cmd_render(config: Config, args: argparse.Namespace) -> int:
+    from wodmail.render import render_workshop
+
+    issues, written = render_workshop(config, args.workshop, args.student, args.out,
+                                      args.password)
+    for issue in issues:
+        print(f"{issue.file}: {issue.problem}", file=sys.stderr)
+    if issues:
+        print(f"{len(issues)} problem(s); nothing written", file=sys.stderr)
+        return 1
+    if args.out is None:
+        print(f"{args.workshop} renders cleanly for student {args.student}")
+    else:
+        print(f"{written} files written to {args.out}")
     return 0
+
+
+def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
+    from wodmail.demo import run_demo
+
+    return run_demo(keep=args.keep)
 
 
 COMMANDS = {
     "serve": _cmd_serve,
+    "render": _cmd_render,
+    "demo": _cmd_demo,
     "jobs": _cmd_jobs,
     "show": _cmd_show,
     "check-config": _cmd_check_config,
@@ -170,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
-        config = load_config(args.config)
+        config = load_config(getattr(args, "config", None))
         return COMMANDS[args.command](config, args)
     except ConfigurationError as exc:
         print(f"wodmail: configuration error:\n{exc}", file=sys.stderr)

@@ -97,6 +97,40 @@ async def serve_forever(config: Config, runner: Runner) -> None:
         await daemon.stop()
 
 
+def check(config: Config) -> tuple[list[str], list[str]]:
+    """What would stop the daemon (errors) or surprise an admin (warnings)."""
+    from wodmail import hooks
+    from wodmail.backend import load_base_variables
+    from wodmail.errors import ConfigurationError, WodmailError
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    try:
+        load_base_variables(config)
+    except WodmailError as exc:
+        errors.append(str(exc))
+    try:
+        hooks.Hooks.from_config(config)
+    except ConfigurationError as exc:
+        errors.append(str(exc))
+    else:
+        warnings.extend(hooks.check(config))
+    trees = [config.notebooks.public, config.notebooks.private]
+    if all(tree is None for tree in trees):
+        warnings.append("no notebooks folder configured: workshop names are not checked")
+    for tree in trees:
+        if tree is not None and not tree.is_dir():
+            errors.append(f"notebooks folder {tree} does not exist")
+    if not config.students_dir.is_dir():
+        warnings.append(f"students_dir {config.students_dir} does not exist")
+    if not config.allowed_senders:
+        warnings.append("allowed_senders is empty: orders from any sender are accepted")
+    for name, section in (("portal", config.portal.url), ("hub", config.hub.url)):
+        if not section:
+            warnings.append(f"{name}.url is not set: its callbacks are skipped")
+    return errors, warnings
+
+
 def describe(config: Config) -> dict[str, Any]:
     """What `wodmail check-config` prints: the effective settings, secrets masked."""
     data = config.model_dump(mode="json")

@@ -45,6 +45,18 @@ def _local_record(folder: Path, content: str) -> PortalWorkshop | None:
         raise ConfigurationError(f"{path}: not a usable workshop record: {exc}") from None
 
 
+def local_workshop(config: Config, name: str, content: str, mode: str) -> Workshop:
+    """The workshop as known without asking any peer: its folder and its wod.yml, if any."""
+    folder = config.notebooks.folder_of(content)
+    if folder is None:
+        raise WodmailError(f"unknown workshop {content}: no such folder in the notebooks trees")
+    record = _local_record(folder, content)
+    if record is not None:
+        return Workshop(name, content, mode, folder, record, WOD_YML)
+    return Workshop(name, content, mode, folder, PortalWorkshop(id=0, notebook=content),
+                    "defaults")
+
+
 async def resolve_workshop(
     config: Config, name: str, content: str, mode: str, portal: PortalClient | None
 ) -> Workshop:
