@@ -5,5 +5,5 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash scripts/system-deps.sh
 bash scripts/dev-env.sh test
-.venv/bin/ruff check src tests bench workshops
+.venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"

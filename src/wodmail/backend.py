@@ -93,7 +93,7 @@ class Backend:
         hub = None
         if config.hub.url:
             hub = HubClient(config.hub.url, config.hub.token, timeout=config.hub.timeout_seconds)
-        register_secret(config.accounts.ldap.password)
+        register_secret(config.accounts.ldap.password, permanent=True)
         return cls(
             config=config,
             portal=portal,

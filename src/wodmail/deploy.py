@@ -18,6 +18,7 @@ the student.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
@@ -185,15 +186,18 @@ def deploy_workshop(source: Path, home: Path, renderer: Renderer) -> DeployResul
     )
 
 
-def workspace_json(workshop: str) -> str:
-    """The JupyterLab workspace that opens `<workshop>/0-ReadMeFirst.ipynb` (paths from HOME)."""
+@functools.cache
+def _workspace_template() -> jinja2.Template:
     template_text = (
         resources.files("wodmail").joinpath("templates", _WORKSPACE_TEMPLATE).read_text("utf-8")
     )
     environment = jinja2.Environment(autoescape=False, keep_trailing_newline=True)
-    return environment.from_string(template_text).render(
-        notebook=f"{workshop}/{README_NOTEBOOK}", folder=workshop
-    )
+    return environment.from_string(template_text)
+
+
+def workspace_json(workshop: str) -> str:
+    """The JupyterLab workspace that opens `<workshop>/0-ReadMeFirst.ipynb` (paths from HOME)."""
+    return _workspace_template().render(notebook=f"{workshop}/{README_NOTEBOOK}", folder=workshop)
 
 
 class _TreeWriter:

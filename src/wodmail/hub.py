@@ -40,7 +40,7 @@ class HubClient:
             raise ConfigurationError("JupyterHub token is empty")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        register_secret(token)
+        register_secret(token, permanent=True)
         self._base_url = base_url.rstrip("/").removesuffix("/hub/api")
         self._http = httpx.AsyncClient(
             base_url=self._base_url,

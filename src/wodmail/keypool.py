@@ -9,6 +9,7 @@ CREATEs empties the pool, keys are generated inline and the pool refills afterwa
 from __future__ import annotations
 
 import collections
+import os
 import threading
 
 import structlog
@@ -38,6 +39,11 @@ class KeyPool:
         self._thread.start()
 
     def _fill(self) -> None:
+        try:
+            # Refilling must never compete with orders for the CPU (2 cores at an event).
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
         while not self._stopped:
             self._wanted.wait()
             while not self._stopped and len(self._keys) < self.size:

@@ -9,8 +9,10 @@ At debug verbosity nothing changes: secrets stay masked there too.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -32,23 +34,43 @@ SECRET_KEYS = frozenset(
     }
 )
 
-_secrets: set[str] = set()
+# Student passwords are many and short-lived: the most recent ones are kept, so scrubbing
+# stays cheap on a daemon that runs for weeks. Configured secrets stay for good.
+RECENT_SECRETS = 512
+_permanent: set[str] = set()
+_recent: OrderedDict[str, None] = OrderedDict()
+_pattern: re.Pattern[str] | None = None
 _secrets_lock = threading.Lock()
 
 
-def register_secret(value: str | None) -> None:
+def register_secret(value: str | None, *, permanent: bool = False) -> None:
     """Scrub `value` from every log line from now on (short values are masked by key only)."""
-    if value and len(value) >= 4:
-        with _secrets_lock:
-            _secrets.add(value)
+    global _pattern
+    if not value or len(value) < 4:
+        return
+    with _secrets_lock:
+        if permanent:
+            _permanent.add(value)
+        else:
+            _recent[value] = None
+            _recent.move_to_end(value)
+            while len(_recent) > RECENT_SECRETS:
+                _recent.popitem(last=False)
+        _pattern = None
+
+
+def _secret_pattern() -> re.Pattern[str] | None:
+    global _pattern
+    if _pattern is None and (_permanent or _recent):
+        secrets = sorted({*_permanent, *_recent}, key=len, reverse=True)
+        _pattern = re.compile("|".join(map(re.escape, secrets)))
+    return _pattern
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        for secret in _secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
+        pattern = _secret_pattern()
+        return pattern.sub(MASK, value) if pattern is not None else value
     if isinstance(value, dict):
         return {k: (MASK if _is_secret_key(k) else _scrub(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):

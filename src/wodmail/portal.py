@@ -121,7 +121,7 @@ class PortalClient:
             raise ConfigurationError("portal user is empty")
         if timeout <= 0 or token_ttl <= 0:
             raise ValueError("timeout and token_ttl must be positive")
-        register_secret(password)
+        register_secret(password, permanent=True)
         self._base_url = base_url.rstrip("/")
         self._user = user
         self._password = password

@@ -31,7 +31,7 @@ class RecordedCall:
     path: str
     json: Any
     status: int | None
-    at: float = field(default_factory=time.monotonic)  # when it was handled (monotonic clock)
+    at: float = field(default_factory=time.monotonic, compare=False)  # when handled (monotonic)
 
 
 @dataclass(frozen=True)
