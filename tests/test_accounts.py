@@ -524,6 +524,13 @@ async def wait_for_processes(uid: int, count: int) -> None:
     raise RuntimeError(f"test setup: {count} processes of uid {uid} did not start")
 
 
+def ignores_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
 async def test_end_processes_terms_then_kills_the_stubborn(tmp_path: Path) -> None:
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) not installed")
@@ -534,6 +541,12 @@ async def test_end_processes_terms_then_kills_the_stubborn(tmp_path: Path) -> No
     )
     try:
         await wait_for_processes(PROCESS_UID, 3)  # sleep, sh, and sh's sleep
+        # Under load the shell may be counted before its trap is set: wait for SIGTERM to
+        # show in its ignored-signals mask (setpriv exec'd sh in the same pid).
+        for _ in range(500):
+            if ignores_sigterm(stubborn.pid):
+                break
+            await asyncio.sleep(0.01)
 
         ended = await end_processes(PROCESS_UID, grace=0.5)
 
