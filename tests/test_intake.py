@@ -275,3 +275,15 @@ async def test_unfinished_orders_run_after_restart(make_config, start_daemon):
     [job] = await wait_jobs(config, 1)
     assert job.state is JobState.DONE
     assert job.attempts == 2
+
+
+async def test_wodsender_from_group_vars_is_the_default_sender(make_config, start_daemon, tmp_path):
+    group_vars = tmp_path / "all.yml"
+    group_vars.write_text("WODSENDER: wod-portal@example.org\n")
+    config = make_config(group_vars=[str(group_vars)])
+    daemon = await start_daemon(config)
+    refused, _ = await in_thread(send_smtplib, "127.0.0.1", daemon.port, "CREATE 4 0",
+                                 "WKSHP-API101", sender="someone@example.org")
+    accepted, _ = await in_thread(send_smtplib, "127.0.0.1", daemon.port, "CREATE 5 0",
+                                  "WKSHP-API101", sender="wod-portal@example.org")
+    assert (refused, accepted) == (550, 250)

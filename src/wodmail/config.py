@@ -152,6 +152,16 @@ class Config(_Section):
     def _senders(cls, value: list[str]) -> list[str]:
         return [sender.strip().lower() for sender in value]
 
+    def senders(self, variables: dict[str, Any]) -> list[str]:
+        """allowed_senders; when the key is absent, WODSENDER from the group_vars, as the old
+        backend meant to enforce."""
+        if "allowed_senders" in self.model_fields_set:
+            return self.allowed_senders
+        fallback = variables.get("WODSENDER")
+        if isinstance(fallback, str) and "@" in fallback and "{" not in fallback:
+            return [fallback.strip().lower()]
+        return []
+
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(net, strict=False) for net in self.allowed_networks]
 

@@ -44,11 +44,18 @@ def _subject_of(data: bytes) -> str | None:
 class IntakeHandler:
     """aiosmtpd handler hooks: `handle_MAIL`, `handle_DATA`, `handle_OVERSIZE`."""
 
-    def __init__(self, config: Config, journal: Journal, executor: Executor) -> None:
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        executor: Executor,
+        *,
+        senders: list[str] | None = None,
+    ) -> None:
         self._journal = journal
         self._executor = executor
         self._networks = config.networks()
-        self._senders = frozenset(config.allowed_senders)
+        self._senders = frozenset(config.allowed_senders if senders is None else senders)
         self._limit = config.max_message_bytes
         notebooks = config.notebooks
         exists = None

@@ -123,6 +123,10 @@ class Order:
         return password
 
     async def set_password(self, workshop: Workshop, student: int, password: str) -> None:
+        if not (self.backend.config.accounts.linux_passwords or workshop.record.ldap):
+            self.steps.skip(f"set-password student{student}",
+                            "accounts.linux_passwords is off and the workshop has no ldap")
+            return
         where = await self.step(
             f"set-password student{student}",
             lambda: self.backend.set_password(workshop, student, password),

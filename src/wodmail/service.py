@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from wodmail.backend import load_base_variables
 from wodmail.config import Config
 from wodmail.dispatcher import Dispatcher, Runner
 from wodmail.intake import IntakeHandler
@@ -48,12 +49,13 @@ class Daemon:
             self.dispatcher.submit(job)
         if recovered:
             log.info("resuming unfinished orders", count=len(recovered))
-        handler = IntakeHandler(config, self.journal, self.dispatcher)
+        senders = config.senders(load_base_variables(config))
+        handler = IntakeHandler(config, self.journal, self.dispatcher, senders=senders)
         self._sessions = create_server_factory(handler, data_size_limit=config.max_message_bytes)
         self._server = await asyncio.get_running_loop().create_server(
             self._sessions, config.listen.host, config.listen.port
         )
-        if not config.allowed_senders:
+        if not senders:
             log.warning("allowed_senders is empty: orders from any sender are accepted")
         log.info(
             "wodmail listening",
@@ -100,7 +102,6 @@ async def serve_forever(config: Config, runner: Runner) -> None:
 def check(config: Config) -> tuple[list[str], list[str]]:
     """What would stop the daemon (errors) or surprise an admin (warnings)."""
     from wodmail import hooks
-    from wodmail.backend import load_base_variables
     from wodmail.errors import ConfigurationError, WodmailError
 
     errors: list[str] = []
@@ -123,8 +124,11 @@ def check(config: Config) -> tuple[list[str], list[str]]:
             errors.append(f"notebooks folder {tree} does not exist")
     if not config.students_dir.is_dir():
         warnings.append(f"students_dir {config.students_dir} does not exist")
-    if not config.allowed_senders:
-        warnings.append("allowed_senders is empty: orders from any sender are accepted")
+    try:
+        if not config.senders(load_base_variables(config)):
+            warnings.append("allowed_senders is empty: orders from any sender are accepted")
+    except WodmailError:
+        pass  # already reported above
     for name, section in (("portal", config.portal.url), ("hub", config.hub.url)):
         if not section:
             warnings.append(f"{name}.url is not set: its callbacks are skipped")
