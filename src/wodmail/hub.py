@@ -8,12 +8,12 @@ scope; 5xx and transport failures are `PeerUnavailable`.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 
-from wodmail._http import describe_body, send
+from wodmail._http import ClientBase, describe_body, send
 from wodmail.errors import ConfigurationError, PeerMisconfigured, PeerRefused, PeerUnavailable
 from wodmail.logs import register_secret
 
@@ -28,7 +28,7 @@ SCOPE_TO_STOP = "servers"
 SCOPE_TO_READ = "read:users"
 
 
-class HubClient:
+class HubClient(ClientBase):
     """The JupyterHub at `base_url` (WODBEAPIURL), authenticated by `token` (WODBETOKEN)."""
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 10.0) -> None:
@@ -47,15 +47,6 @@ class HubClient:
             timeout=timeout,
             headers={"Authorization": f"token {token}", "Accept": "application/json"},
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def start_server(self, user: str) -> StartOutcome:
         """Start `user`'s default server; a server already running counts as started."""

@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from wodmail.orders import StudentSpan
 
 
 class JobState(StrEnum):
@@ -21,14 +23,12 @@ class JobState(StrEnum):
         return self in (JobState.DONE, JobState.FAILED, JobState.REJECTED)
 
 
-class Job(BaseModel):
+class Job(StudentSpan):
     """An order as recorded. Rejected mails are jobs too, with only what could be read."""
 
     id: int
     state: JobState
     verb: str | None = None
-    student: int | None = None
-    student_max: int | None = None
     customer: int | None = None
     email: str | None = None
     workshop: str | None = None
@@ -46,18 +46,6 @@ class Job(BaseModel):
     attempts: int = 0
     duplicates: int = 0
     result: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def students(self) -> list[int]:
-        if self.student is None:
-            return []
-        return list(range(self.student, (self.student_max or self.student) + 1))
-
-    @property
-    def student_field(self) -> int | list[int] | None:
-        if self.student is not None and self.student_max is not None:
-            return [self.student, self.student_max]
-        return self.student
 
     def to_public(self, *, with_secrets: bool = False) -> dict[str, Any]:
         """The JSON shape of `wodmail jobs --json` / `wodmail show --json` (a stable interface)."""

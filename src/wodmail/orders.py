@@ -101,7 +101,28 @@ def content_of(workshop: str) -> tuple[str, Mode]:
     return workshop, Mode.WKSHP
 
 
-class Order(BaseModel, frozen=True):
+class StudentSpan(BaseModel):
+    """The student(s) an order touches: one, a RESET range, or not known yet."""
+
+    student: int | None = None  # None = "[object Promise]": resolve from the customer later
+    student_max: int | None = None  # only for a RESET range: students student..student_max
+
+    @property
+    def students(self) -> list[int]:
+        """Every student the order touches; [] when the student is still unknown."""
+        if self.student is None:
+            return []
+        return list(range(self.student, (self.student_max or self.student) + 1))
+
+    @property
+    def student_field(self) -> int | list[int] | None:
+        """The student as `wodmail jobs` prints it: N, [MIN, MAX], or None when unknown."""
+        if self.student_max is not None and self.student is not None:
+            return [self.student, self.student_max]
+        return self.student
+
+
+class Order(StudentSpan, frozen=True):
     """One accepted order: what to do, for which student(s), customer and workshop."""
 
     verb: Verb
@@ -131,20 +152,6 @@ class Order(BaseModel, frozen=True):
         if self.student is None and (self.verb is Verb.CREATE or self.customer == 0):
             raise ValueError("an unknown student needs a customer and a verb other than CREATE")
         return self
-
-    @property
-    def students(self) -> list[int]:
-        """Every student the order touches; [] when the student is still unknown."""
-        if self.student is None:
-            return []
-        return list(range(self.student, (self.student_max or self.student) + 1))
-
-    @property
-    def student_field(self) -> int | list[int] | None:
-        """The student as `wodmail jobs` prints it: N, [MIN, MAX], or None when unknown."""
-        if self.student_max is not None and self.student is not None:
-            return [self.student, self.student_max]
-        return self.student
 
     def dedup_key(self) -> str:
         """Same key, same order: verb, student(s), customer and workshop as ordered."""

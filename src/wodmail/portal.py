@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from typing import Any, Self
+from typing import Any
 
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from wodmail._http import describe_body, send
+from wodmail._http import ClientBase, describe_body, send
 from wodmail.errors import ConfigurationError, PeerMisconfigured, PeerRefused, PeerUnavailable
 from wodmail.logs import register_secret
 
@@ -100,7 +100,7 @@ class PortalWorkshop(BaseModel):
         )
 
 
-class PortalClient:
+class PortalClient(ClientBase):
     """The API-DB at `base_url` (WODFEAPIURL), used as the moderator account `user`."""
 
     def __init__(
@@ -136,15 +136,6 @@ class PortalClient:
         self._workshops_fetched_at = 0.0
         self._workshops_cache_seconds = workshops_cache_seconds
         self._workshops_lock = asyncio.Lock()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     # workshops
 
