@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from wodmail.orders import CUSTOMER_ID_MAX, Order, OrderRules, Rejection, Verb, parse_order
@@ -188,3 +188,22 @@ def test_portal_burst_and_smtplib_give_the_same_order(
     assert burst.model_dump(exclude=ignored) == mail.model_dump(exclude=ignored)
     assert burst.dedup_key() == mail.dedup_key()
     assert burst.workshop == workshop
+
+
+# --- the fast path for non-MIME mails reads them as the email package would ---------------
+
+
+@FAST
+@given(messy_mails())
+def test_plain_mails_read_the_same_with_or_without_the_email_package(data: bytes) -> None:
+    # A MIME-Version header alone changes nothing a reader sees, but sends the mail through
+    # the email package: both ways must give the same order or the same refusal. (A mail
+    # starting with a folded line would fold into the added header: not the same mail.)
+    assume(not data[:1].isspace())
+    direct = parse_order(data, RULES)
+    through_mime = parse_order(b"MIME-Version: 1.0\n" + data, RULES)
+    if isinstance(direct, Order):
+        assert through_mime == direct
+    else:
+        assert isinstance(through_mime, Rejection)
+        assert through_mime.reason == direct.reason

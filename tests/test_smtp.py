@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import smtplib
 import socket
@@ -20,8 +21,11 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from wodmail.smtp import create_server_factory, start_server
+from wodmail.smtp import OrderSMTP, create_server_factory, start_server
 
 HOST = "127.0.0.1"
 DEADLINE_SECONDS = 20.0  # only so that a broken server fails the test instead of hanging it
@@ -541,3 +545,41 @@ async def test_shutdown_can_wait_for_sessions_still_draining() -> None:
 def test_bad_size_limit_is_refused_clearly(limit: Any, error: type[Exception]) -> None:
     with pytest.raises(error, match="data_size_limit"):
         create_server_factory(RecordingHandler(), data_size_limit=limit, hostname="x")
+
+
+# --- the per-connection shortcuts give what stock aiosmtpd computes -----------------------
+
+_ADDRESS_PIECES = st.sampled_from(
+    ["a", "b.c", "x", "@", "<", ">", " ", "\t", ".", "..", "-", "SIZE=10", "BODY=8BITMIME",
+     '"', "(c)", "é", "+tag", "_", "=", "1", "example.org", "[1.2.3.4]", "!", "~"]
+)
+
+
+class _NullHandler:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "250 OK"
+
+
+async def test_hook_tables_match_stock():
+    ours, stock = OrderSMTP(_NullHandler(), hostname="x"), SMTP(_NullHandler(), hostname="x")
+    assert sorted(ours._smtp_methods) == sorted(stock._smtp_methods)
+    assert sorted(ours._auth_methods) == sorted(stock._auth_methods)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_ADDRESS_PIECES, max_size=8).map("".join))
+def test_address_parsing_matches_stock(arg: str) -> None:
+    session = _protocol()
+
+    def outcome(parse: Any) -> Any:
+        try:
+            return parse(arg)
+        except Exception as error:  # stock aiosmtpd raises IndexError on some inputs
+            return type(error)
+
+    assert outcome(session._getaddr) == outcome(lambda value: SMTP._getaddr(session, value))
+
+
+@functools.cache
+def _protocol() -> OrderSMTP:
+    return OrderSMTP(_NullHandler(), hostname="x", loop=asyncio.new_event_loop())

@@ -71,8 +71,10 @@ class Dispatcher:
         self._runner = runner
         self._slots = asyncio.Semaphore(concurrency)
         self._lanes: dict[str, deque[int]] = {}
-        self._lane_changed = asyncio.Condition()
+        # Jobs waiting to reach the head of all their lanes: woken one by one, never all.
+        self._waiting: dict[int, asyncio.Future[None]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._keys: dict[int, list[str]] = {}
         self._accepting = False
 
     async def start(self) -> None:
@@ -81,30 +83,40 @@ class Dispatcher:
     def submit(self, job: Job) -> None:
         if not self._accepting or job.id in self._tasks:
             return
-        for key in lane_keys(job):
+        keys = lane_keys(job)
+        self._keys[job.id] = keys
+        for key in keys:
             self._lanes.setdefault(key, deque()).append(job.id)
         task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}")
         self._tasks[job.id] = task
-        task.add_done_callback(lambda _t, job_id=job.id: self._tasks.pop(job_id, None))
+        task.add_done_callback(lambda _t, job_id=job.id: self._forget(job_id))
+
+    def _forget(self, job_id: int) -> None:
+        self._tasks.pop(job_id, None)
+        self._keys.pop(job_id, None)
 
     @property
     def active(self) -> int:
         return len(self._tasks)
 
     async def _run(self, job: Job) -> None:
-        keys = lane_keys(job)
+        keys = self._keys[job.id]
         try:
-            async with self._lane_changed:
-                await self._lane_changed.wait_for(lambda: self._at_head(job.id, keys))
+            if not self._at_head(job.id, keys):
+                ready = asyncio.get_running_loop().create_future()
+                self._waiting[job.id] = ready
+                await ready
             async with self._slots:
                 await self._execute(job)
         finally:
-            await self._leave_lanes(job.id, keys)
+            self._waiting.pop(job.id, None)
+            self._leave_lanes(job.id, keys)
 
     def _at_head(self, job_id: int, keys: list[str]) -> bool:
         return all(self._lanes[key][0] == job_id for key in keys)
 
-    async def _leave_lanes(self, job_id: int, keys: list[str]) -> None:
+    def _leave_lanes(self, job_id: int, keys: list[str]) -> None:
+        heads = set()
         for key in keys:
             lane = self._lanes.get(key)
             if lane is None:
@@ -113,10 +125,14 @@ class Dispatcher:
                 lane.remove(job_id)
             except ValueError:
                 pass
-            if not lane:
+            if lane:
+                heads.add(lane[0])
+            else:
                 del self._lanes[key]
-        async with self._lane_changed:
-            self._lane_changed.notify_all()
+        for head in heads:
+            ready = self._waiting.get(head)
+            if ready is not None and not ready.done() and self._at_head(head, self._keys[head]):
+                ready.set_result(None)
 
     async def _execute(self, job: Job) -> None:
         bound = structlog.contextvars.bound_contextvars(
@@ -124,7 +140,7 @@ class Dispatcher:
         )
         with bound:
             await self._journal.mark_running(job.id)
-            log.info("order started", attempt=job.attempts + 1)
+            log.debug("order started", attempt=job.attempts + 1)
             ctx = JobContext(job, self._slots, self._journal)
             try:
                 result = await self._runner(job, ctx)

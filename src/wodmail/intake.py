@@ -17,7 +17,7 @@ import structlog
 from wodmail.config import Config
 from wodmail.executor import Executor
 from wodmail.journal import Arrival, Journal
-from wodmail.orders import Order, OrderRules, Rejection, header_sender, parse_order
+from wodmail.orders import Order, OrderRules, Rejection, parse_order
 
 log = structlog.get_logger(__name__)
 
@@ -29,9 +29,13 @@ def _peer_host(peer: Any) -> str | None:
 
 
 def _address(value: str | None) -> str | None:
+    """An address as the allow-list compares it: bare, lower case."""
     if not value:
         return None
-    return parseaddr(value)[1].strip().lower() or value.strip().lower()
+    value = value.strip()
+    if "<" in value or " " in value:
+        value = parseaddr(value)[1] or value
+    return value.strip("<> ").lower() or None
 
 
 def _subject_of(data: bytes) -> str | None:
@@ -98,12 +102,12 @@ class IntakeHandler:
             raw=data,
             subject=_subject_of(data),
         )
-        sender = header_sender(data)
+        parsed = parse_order(data, self._rules)
+        sender = parsed.sender
         if self._senders and not self._sender_allowed(envelope.mail_from, sender):
             shown = _address(envelope.mail_from) or sender or "(none)"
             reason = f"sender not allowed: {shown}"
             return await self._refuse(reason, arrival, sender=sender)
-        parsed = parse_order(data, self._rules)
         if isinstance(parsed, Rejection):
             return await self._refuse(
                 parsed.reason,
