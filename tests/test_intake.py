@@ -287,3 +287,17 @@ async def test_wodsender_from_group_vars_is_the_default_sender(make_config, star
     accepted, _ = await in_thread(send_smtplib, "127.0.0.1", daemon.port, "CREATE 5 0",
                                   "WKSHP-API101", sender="wod-portal@example.org")
     assert (refused, accepted) == (550, 250)
+
+
+
+def test_workshop_lookups_are_kept_only_briefly(notebooks):
+    from wodmail.config import Notebooks
+    from wodmail.intake import _WorkshopFolders
+
+    folders = _WorkshopFolders(Notebooks(public=notebooks), keep_seconds=0.05)
+    assert folders.exists("WKSHP-K8S101")
+    (notebooks / "WKSHP-K8S101").rmdir()
+    assert folders.exists("WKSHP-K8S101")  # still within the kept answer
+    time.sleep(0.06)
+    assert not folders.exists("WKSHP-K8S101")
+    assert not folders.exists("WKSHP-Never")

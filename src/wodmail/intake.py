@@ -9,12 +9,13 @@ them, which is why every refusal is recorded too.
 from __future__ import annotations
 
 import ipaddress
+import time
 from email.utils import parseaddr
 from typing import Any
 
 import structlog
 
-from wodmail.config import Config
+from wodmail.config import Config, Notebooks
 from wodmail.executor import Executor
 from wodmail.journal import Arrival, Journal
 from wodmail.orders import Order, OrderRules, Rejection, parse_order
@@ -45,6 +46,26 @@ def _subject_of(data: bytes) -> str | None:
     return None
 
 
+class _WorkshopFolders:
+    """Does a workshop folder exist? Yes answers are kept briefly: a burst of orders for one
+    workshop costs one lookup, and a removed workshop is refused again within seconds."""
+
+    def __init__(self, notebooks: Notebooks, *, keep_seconds: float = 5.0) -> None:
+        self._notebooks = notebooks
+        self._keep = keep_seconds
+        self._seen: dict[str, float] = {}
+
+    def exists(self, content: str) -> bool:
+        now = time.monotonic()
+        if self._seen.get(content, 0.0) > now:
+            return True
+        if self._notebooks.folder_of(content) is None:
+            self._seen.pop(content, None)
+            return False
+        self._seen[content] = now + self._keep
+        return True
+
+
 class IntakeHandler:
     """aiosmtpd handler hooks: `handle_MAIL`, `handle_DATA`, `handle_OVERSIZE`."""
 
@@ -64,7 +85,7 @@ class IntakeHandler:
         notebooks = config.notebooks
         exists = None
         if notebooks.public is not None or notebooks.private is not None:
-            exists = lambda content: notebooks.folder_of(content) is not None  # noqa: E731
+            exists = _WorkshopFolders(notebooks).exists
         self._rules = OrderRules(
             student_min=config.students.min,
             student_max=config.students.max,

@@ -4,8 +4,9 @@ An order is acknowledged (SMTP 250) only once `accept` has returned, i.e. once i
 committed with synchronous=FULL in WAL mode: a crash right after the 250 loses nothing.
 
 All writes go through one writer thread that commits in groups: the writes queued while the
-previous commit was syncing are committed together, each inside its own savepoint so one
-failing write does not undo the others. Concurrent SMTP sessions therefore share fsyncs
+previous commit was syncing are committed together in one transaction; if one of them fails,
+the group is rolled back and each write runs again alone, so one failing write does not undo
+the others. Concurrent SMTP sessions therefore share fsyncs
 instead of queueing behind one fsync each, and no write is acknowledged before its commit.
 """
 
@@ -143,25 +144,34 @@ class _Writer(threading.Thread):
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], Any]]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            for index, (operation, _) in enumerate(batch):
-                self._conn.execute(f"SAVEPOINT op{index}")
-                try:
-                    outcomes.append((True, operation(self._conn)))
-                    self._conn.execute(f"RELEASE op{index}")
-                except Exception as exc:  # one bad write must not undo the batch
-                    self._conn.execute(f"ROLLBACK TO op{index}")
-                    self._conn.execute(f"RELEASE op{index}")
-                    outcomes.append((False, exc))
-            self._conn.execute("COMMIT")
-        except Exception as exc:  # the commit itself failed (disk full, I/O error)
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            outcomes = [(False, exc)] * len(batch)
+            outcomes = self._transaction([operation for operation, _ in batch])
+        except Exception:
+            # One bad write must not undo the others: each runs again in its own transaction.
+            outcomes = [self._alone(operation) for operation, _ in batch]
         for (_, deliver), outcome in zip(batch, outcomes, strict=True):
             deliver(outcome)
+
+    def _transaction(
+        self, operations: list[Callable[[sqlite3.Connection], Any]]
+    ) -> list[tuple[bool, Any]]:
+        """All of `operations` in one transaction (one fsync); any exception undoes them all."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [(True, operation(conn)) for operation in operations]
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _alone(self, operation: Callable[[sqlite3.Connection], Any]) -> tuple[bool, Any]:
+        try:
+            return self._transaction([operation])[0]
+        except Exception as exc:  # delivered to the waiting caller
+            return (False, exc)
 
 
 class JournalReader:
