@@ -453,3 +453,24 @@ async def test_docker101_handler_port_reaches_the_notebook(tmp_path):
     assert "Host 192.0.2.12" in ssh_config and "Port 15002" in ssh_config
     assert [run["name"] for run in job.result["hooks"]] == [
         "module wodmail.workshops.docker101:create"]
+
+
+async def test_object_promise_with_an_unknown_customer_fails_with_the_reason(sandbox, backend):
+    wod = await backend()
+    job = await wod.order("PURGE [object Promise] 99", WS)  # no customer 99 in the API-DB
+    assert job.state is JobState.FAILED
+    assert job.reason.startswith("wait customer/99 cleaned: ")
+    assert "customer 99 does not exist in the API-DB" in job.reason
+    assert portal_writes(sandbox) == []
+
+
+@needs_root
+async def test_hub_token_without_scope_fails_fast_as_a_configuration_error(sandbox, backend):
+    sandbox.hub.set_scopes()  # the token may do nothing
+    wod = await backend(dispatch={"retry_deadline_seconds": 60})
+    job = await wod.order("CREATE 2 2", WS)
+    assert job.state is JobState.FAILED
+    assert job.reason.startswith("hub start: ")
+    assert "scope" in job.reason
+    hub_step = job.result["steps"][-1]
+    assert hub_step["name"] == "hub start" and hub_step.get("attempts", 1) == 1
