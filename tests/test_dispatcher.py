@@ -189,3 +189,29 @@ async def _context(journal: Journal) -> JobContext:
 async def _until(condition) -> None:
     while not condition():  # noqa: ASYNC110 - polls state owned by another task
         await asyncio.sleep(0.01)
+
+
+async def test_a_late_resolved_student_joins_its_lane_in_arrival_order(journal):
+    events: list[str] = []
+    first_may_end = asyncio.Event()
+
+    async def runner(job: Job, ctx: JobContext) -> dict:
+        if job.student is None:  # "[object Promise]": its student turns out to be 4
+            events.append(f"{job.id} resolved")
+            await ctx.hold_student(4)
+        elif job.id == 1:
+            await first_may_end.wait()
+        events.append(f"{job.id} works")
+        return {}
+
+    dispatcher = Dispatcher(journal, runner, concurrency=2)
+    await dispatcher.start()
+    await submit(journal, dispatcher, Verb.CREATE, 4, customer=9)
+    promise = Order(verb=Verb.PURGE, student=None, customer=9, workshop="WKSHP-API101",
+                    content="WKSHP-API101", mode=Mode.WKSHP)
+    dispatcher.submit((await journal.accept(promise, ARRIVAL)).job)
+    await submit(journal, dispatcher, Verb.CLEANUP, 4, customer=9)
+    await asyncio.wait_for(_until(lambda: "2 resolved" in events), 5)
+    first_may_end.set()
+    await dispatcher.drain()
+    assert events == ["2 resolved", "1 works", "2 works", "3 works"]

@@ -2,7 +2,8 @@
 
 - Orders for one student run one at a time, in arrival (job id) order. A RESET range holds
   the lane of every student in it; an order whose student is not known yet (the portal's
-  `[object Promise]`) holds its customer's lane.
+  `[object Promise]`) holds its customer's lane, then joins its student's lane, in arrival
+  order, once the lifecycle has resolved the student (`JobContext.hold_student`).
 - At most `concurrency` orders do work at once. An order that waits (for the portal to say
   `cleaned`, or between retries) gives its slot back while it waits, via `JobContext.idle()`,
   so waiting never holds up other students.
@@ -30,11 +31,27 @@ log = structlog.get_logger(__name__)
 class JobContext:
     """What a running order may ask of the dispatcher."""
 
-    def __init__(self, job: Job, slots: asyncio.Semaphore, journal: Journal) -> None:
+    def __init__(
+        self,
+        job: Job,
+        slots: asyncio.Semaphore,
+        journal: Journal,
+        join_lane: Callable[[int, str], asyncio.Future[None] | None] | None = None,
+    ) -> None:
         self.job = job
         self._slots = slots
         self._journal = journal
+        self._join_lane = join_lane
         self.started = time.monotonic()
+
+    async def hold_student(self, student: int) -> None:
+        """Joins the lane of a student resolved late; returns when this order is at its head."""
+        if self._join_lane is None:
+            return
+        turn = self._join_lane(self.job.id, f"student:{student}")
+        if turn is not None:
+            async with self.idle():
+                await turn
 
     @asynccontextmanager
     async def idle(self) -> AsyncIterator[None]:
@@ -115,6 +132,22 @@ class Dispatcher:
     def _at_head(self, job_id: int, keys: list[str]) -> bool:
         return all(self._lanes[key][0] == job_id for key in keys)
 
+    def _join_lane(self, job_id: int, key: str) -> asyncio.Future[None] | None:
+        """Puts a running job into one more lane, after the head and before any later
+        arrival; returns a future for its turn, or None when it is already at the head."""
+        keys = self._keys[job_id]
+        if key in keys:
+            return None
+        keys.append(key)
+        lane = self._lanes.setdefault(key, deque())
+        position = next((i for i in range(1, len(lane)) if lane[i] > job_id), len(lane))
+        lane.insert(position, job_id)
+        if self._at_head(job_id, keys):
+            return None
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting[job_id] = turn
+        return turn
+
     def _leave_lanes(self, job_id: int, keys: list[str]) -> None:
         heads = set()
         for key in keys:
@@ -141,7 +174,7 @@ class Dispatcher:
         with bound:
             await self._journal.mark_running(job.id)
             log.debug("order started", attempt=job.attempts + 1)
-            ctx = JobContext(job, self._slots, self._journal)
+            ctx = JobContext(job, self._slots, self._journal, self._join_lane)
             try:
                 result = await self._runner(job, ctx)
             except asyncio.CancelledError:

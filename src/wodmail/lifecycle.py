@@ -61,7 +61,10 @@ class Order:
         """The order's student; for `[object Promise]` orders, the customer's, from the API-DB."""
         if self.job.student is not None:
             return self.job.student
-        return int(await self.step("resolve-student", self._student_of_customer))
+        student = int(await self.step("resolve-student", self._student_of_customer))
+        await self.step(f"wait for student{student}'s earlier orders",
+                        lambda: self.ctx.hold_student(student))
+        return student
 
     async def _student_of_customer(self) -> int:
         if self.portal is None or not self.customer:
