@@ -30,8 +30,8 @@ from wodmail.workshop import Workshop, resolve_workshop
 log = structlog.get_logger(__name__)
 
 
-class Order:
-    """One order being carried out: the job, its steps and the ports."""
+class OrderRun:
+    """One run of an order: the job, its steps and the ports."""
 
     def __init__(self, backend: Backend, job: Job, ctx: JobContext) -> None:
         self.backend = backend
@@ -269,7 +269,7 @@ def resolve(renderer: Renderer, key: str) -> Any:
 # -- the verbs -------------------------------------------------------------------------------
 
 
-async def create(order: Order) -> None:
+async def create(order: OrderRun) -> None:
     backend = order.backend
     student = await order.student()
     workshop = await order.workshop()
@@ -301,7 +301,7 @@ async def create(order: Order) -> None:
     await order.hub_call("hub start", True, student)
 
 
-async def cleanup(order: Order) -> None:
+async def cleanup(order: OrderRun) -> None:
     student = await order.student()
     workshop = await order.workshop()
     target = await order.target(workshop, student)
@@ -326,7 +326,7 @@ async def cleanup(order: Order) -> None:
     await order.update_customer(cleaned=True)
 
 
-async def reset(order: Order) -> None:
+async def reset(order: OrderRun) -> None:
     await order.wait_cleaned()
     workshop = await order.workshop()
     if not workshop.record.reset:
@@ -349,7 +349,7 @@ async def reset(order: Order) -> None:
         await order.end_processes(account)
 
 
-async def _range_capacity(order: Order, workshop: Workshop, students: list[int]) -> None:
+async def _range_capacity(order: OrderRun, workshop: Workshop, students: list[int]) -> None:
     config = order.backend.config.students
     if students[0] < config.min or students[-1] > config.max:
         raise WodmailError(f"range {students[0]},{students[-1]} outside {config.min}..{config.max}")
@@ -362,7 +362,7 @@ async def _range_capacity(order: Order, workshop: Workshop, students: list[int])
     )
 
 
-async def purge(order: Order) -> None:
+async def purge(order: OrderRun) -> None:
     await order.wait_cleaned()
     student = await order.student()
     workshop = await order.workshop()
@@ -375,7 +375,7 @@ async def purge(order: Order) -> None:
     await order.end_processes(account)
 
 
-VERBS: dict[str, Callable[[Order], Awaitable[None]]] = {
+VERBS: dict[str, Callable[[OrderRun], Awaitable[None]]] = {
     "CREATE": create,
     "CLEANUP": cleanup,
     "RESET": reset,
@@ -403,7 +403,7 @@ def completion_ratio(folder: Path) -> int:
 
 
 class LifecycleRunner:
-    """The dispatcher's runner: one `Order` per job, through its verb's steps."""
+    """The dispatcher's runner: one `OrderRun` per job, through its verb's steps."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -413,7 +413,7 @@ class LifecycleRunner:
         verb = VERBS.get(job.verb or "")
         if verb is None:
             raise ConfigurationError(f"unknown verb {job.verb!r}")
-        order = Order(self.backend, job, ctx)
+        order = OrderRun(self.backend, job, ctx)
         try:
             await verb(order)
         except Exception as exc:
@@ -428,7 +428,7 @@ class LifecycleRunner:
         await self.backend.aclose()
 
 
-def _summary(order: Order) -> str:
+def _summary(order: OrderRun) -> str:
     job = order.job
     student = order.result.get("student", job.student_field)
     return f"{job.verb} {job.workshop} for student {student} done"
