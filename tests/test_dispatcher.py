@@ -215,3 +215,22 @@ async def test_a_late_resolved_student_joins_its_lane_in_arrival_order(journal):
     first_may_end.set()
     await dispatcher.drain()
     assert events == ["2 resolved", "1 works", "2 works", "3 works"]
+
+
+async def test_the_retry_deadline_counts_from_each_step(journal):
+    steps = Steps(await _context(journal), RetryPolicy(0.01, 0.02, 0.3))
+
+    async def slow() -> None:
+        await asyncio.sleep(0.4)  # longer than the whole retry budget
+
+    await steps.run("wait customer/4 cleaned", slow)
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise PeerUnavailable("API-DB", "503 Service Unavailable", status=503)
+        return "ok"
+
+    assert await steps.run("portal student/4 assigned", flaky) == "ok"

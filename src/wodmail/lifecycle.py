@@ -19,7 +19,7 @@ import structlog
 from wodmail.appliance import appliance_target
 from wodmail.backend import Account, Backend
 from wodmail.dispatcher import JobContext
-from wodmail.errors import ConfigurationError, TemplateError, WodmailError
+from wodmail.errors import ConfigurationError, TemplateError, TransientError, WodmailError
 from wodmail.hooks import HookContext
 from wodmail.jobs import Job
 from wodmail.logs import register_secret
@@ -223,7 +223,11 @@ class OrderRun:
         async def until_cleaned() -> None:
             deadline = time.monotonic() + dispatch.cleaned_wait_seconds
             while True:
-                customer = await portal.get_customer(self.customer)
+                try:
+                    customer = await portal.get_customer(self.customer)
+                except TransientError as exc:  # keep polling until our own deadline
+                    log.warning("portal unavailable while waiting for cleaned", error=str(exc))
+                    customer = {}
                 if str(customer.get("cleaned")).lower() == "true":
                     return
                 if time.monotonic() >= deadline:

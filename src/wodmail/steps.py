@@ -2,8 +2,9 @@
 
 Each step lands in the order's result as ``{"name", "status", "ms", "attempts", "error"}``.
 A step that raises a `TransientError` is tried again with exponential backoff and jitter,
-the order's concurrency slot given back while it sleeps, until the order's retry deadline;
-any other error (or the deadline) fails the step, and the order with it.
+the order's concurrency slot given back while it sleeps, for at most `deadline_seconds`
+from the step's first try (per step, so an order that first waited long for the portal
+still gets its retries); any other error, or the deadline, fails the step and the order.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ class Steps:
     def __init__(self, ctx: JobContext, policy: RetryPolicy) -> None:
         self._ctx = ctx
         self._policy = policy
-        self._deadline = time.monotonic() + policy.deadline_seconds
         self.result: dict[str, Any] = {"steps": []}
 
     async def run(self, name: str, action: Callable[[], Awaitable[T]]) -> T:
@@ -60,6 +60,7 @@ class Steps:
         record: dict[str, Any] = {"name": name, "status": "running"}
         self.result["steps"].append(record)
         started = time.monotonic()
+        deadline = started + self._policy.deadline_seconds
         attempt = 0
         while True:
             attempt += 1
@@ -67,7 +68,7 @@ class Steps:
                 value = await action()
             except TransientError as exc:
                 pause = self._policy.delay(attempt)
-                if time.monotonic() + pause > self._deadline:
+                if time.monotonic() + pause > deadline:
                     self._close(record, started, attempt, exc)
                     raise StepFailed(name, _gave_up(exc, attempt), self.result) from exc
                 log.warning("step will be retried", step=name, attempt=attempt, error=str(exc),
