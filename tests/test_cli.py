@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,17 @@ def test_readme_demo_command_runs():
     assert "PUT /api/student/101" in out
     assert "POST /hub/api/users/student1/server -> 201" in out
     assert "# demo succeeded" in out
+
+
+def test_serve_says_clearly_when_the_port_is_taken(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "c.yml", {"listen": {"port": port},
+                                                  "state_dir": str(tmp_path / "state")})
+        result = subprocess.run([BIN / "wodmail", "serve", "--config", str(config)],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 from typing import Any
 
 import structlog
@@ -11,6 +12,7 @@ import structlog
 from wodmail.backend import load_base_variables
 from wodmail.config import Config
 from wodmail.dispatcher import Dispatcher, Runner
+from wodmail.errors import WodmailError
 from wodmail.intake import IntakeHandler
 from wodmail.journal import Journal
 from wodmail.smtp import SessionFactory, create_server_factory
@@ -39,7 +41,10 @@ class Daemon:
 
     async def start(self) -> None:
         config = self.config
-        self.journal = Journal(config.journal_path(), dedup_window=config.dedup_window_seconds)
+        try:
+            self.journal = Journal(config.journal_path(), dedup_window=config.dedup_window_seconds)
+        except (OSError, sqlite3.Error) as exc:
+            raise WodmailError(f"cannot open the journal {config.journal_path()}: {exc}") from None
         self.dispatcher = Dispatcher(
             self.journal, self._runner, concurrency=config.dispatch.concurrency
         )
@@ -52,9 +57,16 @@ class Daemon:
         senders = config.senders(load_base_variables(config))
         handler = IntakeHandler(config, self.journal, self.dispatcher, senders=senders)
         self._sessions = create_server_factory(handler, data_size_limit=config.max_message_bytes)
-        self._server = await asyncio.get_running_loop().create_server(
-            self._sessions, config.listen.host, config.listen.port
-        )
+        try:
+            self._server = await asyncio.get_running_loop().create_server(
+                self._sessions, config.listen.host, config.listen.port
+            )
+        except OSError as exc:
+            await self.stop(grace=0)
+            raise WodmailError(
+                f"cannot listen on {config.listen.host}:{config.listen.port}: "
+                f"{exc.strerror or exc} (is Postfix, or another wodmail, still on that port?)"
+            ) from None
         if not senders:
             log.warning("allowed_senders is empty: orders from any sender are accepted")
         log.info(
@@ -102,7 +114,7 @@ async def serve_forever(config: Config, runner: Runner) -> None:
 def check(config: Config) -> tuple[list[str], list[str]]:
     """What would stop the daemon (errors) or surprise an admin (warnings)."""
     from wodmail import hooks
-    from wodmail.errors import ConfigurationError, WodmailError
+    from wodmail.errors import ConfigurationError
 
     errors: list[str] = []
     warnings: list[str] = []
