@@ -294,10 +294,10 @@ def test_workshop_lookups_are_kept_only_briefly(notebooks):
     from wodmail.config import Notebooks
     from wodmail.intake import _WorkshopFolders
 
-    folders = _WorkshopFolders(Notebooks(public=notebooks), keep_seconds=0.05)
+    folders = _WorkshopFolders(Notebooks(public=notebooks), keep_seconds=0.5)
     assert folders.exists("WKSHP-K8S101")
     (notebooks / "WKSHP-K8S101").rmdir()
     assert folders.exists("WKSHP-K8S101")  # still within the kept answer
-    time.sleep(0.06)
+    time.sleep(0.6)
     assert not folders.exists("WKSHP-K8S101")
     assert not folders.exists("WKSHP-Never")
