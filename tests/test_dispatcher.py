@@ -4,6 +4,7 @@ concurrency, ranges holding every lane, waiting without a slot; and step retries
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -144,14 +145,7 @@ async def test_stop_leaves_interrupted_orders_running_for_the_next_start(journal
 
 
 async def test_steps_retry_transient_failures_then_succeed(journal):
-    calls = 0
-
-    async def flaky() -> str:
-        nonlocal calls
-        calls += 1
-        if calls < 3:
-            raise PeerUnavailable("API-DB", "503 Service Unavailable", status=503)
-        return "ok"
+    flaky = failing_twice()
 
     steps = Steps(await _context(journal), RetryPolicy(0.01, 0.02, 5))
     assert await steps.run("portal student/1 password", flaky) == "ok"
@@ -175,6 +169,20 @@ async def test_steps_give_up_at_the_deadline_and_do_not_retry_the_rest(journal):
     with pytest.raises(StepFailed, match="deploy: bad input"):
         await steps.run("deploy", broken)
     assert steps.result["steps"][-1].get("attempts", 1) == 1
+
+
+def failing_twice() -> Callable[[], Awaitable[str]]:
+    """A peer call that meets a 503 twice, then succeeds."""
+    calls = 0
+
+    async def call() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise PeerUnavailable("API-DB", "503 Service Unavailable", status=503)
+        return "ok"
+
+    return call
 
 
 async def _context(journal: Journal) -> JobContext:
@@ -224,13 +232,6 @@ async def test_the_retry_deadline_counts_from_each_step(journal):
         await asyncio.sleep(0.4)  # longer than the whole retry budget
 
     await steps.run("wait customer/4 cleaned", slow)
-    calls = 0
-
-    async def flaky() -> str:
-        nonlocal calls
-        calls += 1
-        if calls < 3:
-            raise PeerUnavailable("API-DB", "503 Service Unavailable", status=503)
-        return "ok"
+    flaky = failing_twice()
 
     assert await steps.run("portal student/4 assigned", flaky) == "ok"

@@ -103,14 +103,14 @@ def _cmd_jobs(config: Config, args: argparse.Namespace) -> int:
         print()
         return 0
     print(f"{'ID':>6}  {'STATE':<9} {'VERB':<8} {'STUDENT':<9} {'CUST':>6}  "
-          f"{'WORKSHOP':<22} {'RECEIVED':<24} REASON")
+          f"{'WORKSHOP':<22} {'RECEIVED':<29} REASON")
     for job in jobs:
         public = job.to_public()
         student = "?" if job.student is None else _student_text(job)
         print(
             f"{job.id:>6}  {job.state.value:<9} {job.verb or '-':<8} {student:<9} "
             f"{_text(job.customer):>6}  {job.workshop or '-':<22} "
-            f"{public['received_at']:<24} {job.reason or ''}"
+            f"{public['received_at']:<29} {job.reason or ''}"
         )
     return 0
 
