@@ -22,7 +22,6 @@ from wodmail.orders import (
     Rejection,
     Verb,
     content_of,
-    header_sender,
     is_workshop_name,
     parse_order,
 )
@@ -385,15 +384,6 @@ def test_order_refuses_inconsistent_construction() -> None:
 def test_rules_refuse_an_empty_range() -> None:
     with pytest.raises(ValueError, match="min is above max"):
         OrderRules(student_min=5, student_max=1)
-
-
-def test_header_sender() -> None:
-    assert header_sender(b"From: WoD <wod@example.org>\nSubject: CREATE 1 2\nWKSHP-A\n") == (
-        "wod@example.org"
-    )
-    assert header_sender(b"Subject: CREATE 1 2\nWKSHP-A\nFrom: evil@example.org\n") is None
-    assert header_sender(b"Subject: CREATE 1 2\nWKSHP-A\n") is None
-    assert header_sender(b"\xff\xfe\x00") is None
 
 
 @pytest.mark.parametrize(

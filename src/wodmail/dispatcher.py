@@ -112,10 +112,6 @@ class Dispatcher:
         self._tasks.pop(job_id, None)
         self._keys.pop(job_id, None)
 
-    @property
-    def active(self) -> int:
-        return len(self._tasks)
-
     async def _run(self, job: Job) -> None:
         keys = self._keys[job.id]
         try:

@@ -53,7 +53,6 @@ __all__ = [
     "Rejection",
     "Verb",
     "content_of",
-    "header_sender",
     "is_workshop_name",
     "parse_order",
 ]
@@ -203,18 +202,6 @@ def parse_order(data: bytes, rules: OrderRules) -> Order | Rejection:
         return _MailReader(_as_bytes(data), rules).read()
     except Exception as error:  # the contract is "never raises"
         return Rejection(reason=f"unreadable mail: {_describe(error)}")
-
-
-def header_sender(data: bytes) -> str | None:
-    """The address in the From header, if any (cheap: reads only the header block).
-
-    The address is returned as written; compare it case-insensitively.
-    """
-    try:
-        head, _ = _split_head_body(_as_bytes(data))
-        return _address(_raw_header(head, "From"))
-    except Exception:  # a sender we cannot read is no sender
-        return None
 
 
 # --- reading one mail ------------------------------------------------------------------
