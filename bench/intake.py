@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiosmtpd
+from _cli import positive  # bench/ is on sys.path when a script runs
 from aiosmtpd.smtp import SMTP
 
 if TYPE_CHECKING:
@@ -487,13 +488,6 @@ def warn_if_starved(runs: list[dict[str, Result]]) -> None:
 
 
 # --- entry point -----------------------------------------------------------------------------
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

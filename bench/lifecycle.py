@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+from _cli import positive  # bench/ is on sys.path when a script runs
 
 from wodmail.jobs import Job, JobState
 from wodmail.journal import JournalReader
@@ -775,13 +776,6 @@ def report(files: WorkshopFiles, deploy: DeployFigures, daemon: DaemonFigures) -
 
 
 # --- entry point -----------------------------------------------------------------------------
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -121,8 +121,7 @@ async def test_cleanup_without_reset(sandbox, backend):
     wod = await backend()
     await wod.order("CREATE 2 2", WS)
     execute_first_cell(sandbox.home(2) / WS / "0-ReadMeFirst.ipynb")  # 1 of 3 code cells
-    sandbox.portal.clear_calls()
-    sandbox.hub.clear_calls()
+    sandbox.clear_calls()
 
     job = await wod.order("CLEANUP 2 2", WS)
     assert job.state is JobState.DONE, job.reason
@@ -251,8 +250,7 @@ async def test_purge_of_object_promise_resolves_the_student(sandbox, backend):
     wod = await backend()
     await wod.order("CREATE 4 4", WS)
     sandbox.portal.add_customer(4, notebook=WS, studentId=104, cleaned=True)
-    sandbox.portal.clear_calls()
-    sandbox.hub.clear_calls()
+    sandbox.clear_calls()
     job = await wod.order("PURGE [object Promise] 4", WS)
     assert job.state is JobState.DONE, job.reason
     password = job.result["password"]

@@ -87,6 +87,11 @@ class Sandbox:
         _merge(data, overrides)
         return parse_config(data, "sandbox")
 
+    def clear_calls(self) -> None:
+        """Forgets what the stand-in portal and hub received so far."""
+        self.portal.clear_calls()
+        self.hub.clear_calls()
+
     def close(self) -> None:
         self.portal.stop()
         self.hub.stop()
