@@ -91,3 +91,82 @@ async def test_lifecycle_of_a_job_record(tmp_path: Path):
     assert public["reason"] == "hub: down"
     assert public["student"] == 3 and public["customer"] == 825
     assert public["finished_at"] is not None and public["attempts"] == 1
+
+
+OLD_SCHEMA = """
+CREATE TABLE orders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL, verb TEXT, student INTEGER,
+    student_max INTEGER, customer INTEGER, email TEXT, workshop TEXT, content TEXT, mode TEXT,
+    message_id TEXT, dedup_key TEXT, peer TEXT, envelope_from TEXT, sender TEXT, subject TEXT,
+    reason TEXT, received_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0, duplicates INTEGER NOT NULL DEFAULT 0,
+    result TEXT NOT NULL DEFAULT '{}', raw BLOB
+);
+INSERT INTO orders (state, verb, student, customer, workshop, received_at, attempts, result)
+VALUES ('failed', 'CREATE', 3, 825, 'WKSHP-API101', 1700000000, 1, '{"steps": []}');
+"""
+
+
+async def test_a_journal_from_the_previous_version_is_upgraded_in_place(tmp_path: Path):
+    import sqlite3
+
+    path = tmp_path / "journal.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_SCHEMA)
+    # The CLI (a reader) upgrades it too: an admin may look before the new daemon starts.
+    old = JournalReader(path).get(1)
+    assert (old.state, old.student, old.attempt_log) == (JobState.FAILED, 3, [])
+    journal = Journal(path)
+    try:
+        accepted = await journal.accept(order(4), ARRIVAL)
+        assert await journal.mark_running(accepted.job_id)
+    finally:
+        journal.close()
+    jobs = JournalReader(path).list_jobs(newest_first=False)
+    assert [job.id for job in jobs] == [1, 2]
+    assert jobs[1].attempt_log[0]["trigger"] == "received"
+
+
+async def test_every_attempt_keeps_its_reason_and_its_retries(tmp_path: Path):
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    retried = {"steps": [{"name": "hub start", "status": "failed", "attempts": 5}]}
+    try:
+        job_id = (await journal.accept(order(3), ARRIVAL)).job_id
+        await journal.mark_running(job_id)
+        journal.note_progress(job_id, retried)
+        await journal.mark_running(job_id)  # the daemon restarted mid-run
+        await journal.finish(job_id, JobState.FAILED, result=retried, reason="hub start: down")
+    finally:
+        journal.close()
+    public = JournalReader(path).get(job_id).to_public()
+    assert public["attempts"] == 2
+    assert public["retries"] == 8
+    first, second = public["attempt_log"]
+    assert (first["outcome"], first["retries"]) == ("interrupted", 4)
+    assert (second["trigger"], second["outcome"], second["reason"]) == (
+        "restart", "failed", "hub start: down")
+    assert second["started_at"] <= second["finished_at"]
+
+
+async def test_a_running_order_shows_its_current_step_and_try(tmp_path: Path):
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    progress = {"steps": [
+        {"name": "workshop", "status": "ok", "ms": 3.0},
+        {"name": "hub start", "status": "running", "started_at": 1700000000.0, "attempts": 3,
+         "last_error": "hub: 503 Service Unavailable"},
+    ]}
+    try:
+        job_id = (await journal.accept(order(3), ARRIVAL)).job_id
+        await journal.mark_running(job_id)
+        journal.note_progress(job_id, progress)
+        await journal.save_result(job_id, progress)  # waits for the queue before it
+    finally:
+        journal.close()
+    public = JournalReader(path).get(job_id).to_public()
+    assert public["current_step"] == {
+        "attempt": 1, "name": "hub start", "started_at": "2023-11-14T22:13:20.000+00:00",
+        "try": 3, "last_error": "hub: 503 Service Unavailable",
+    }
+    assert public["retries"] == 2

@@ -255,6 +255,8 @@ async def test_purge_of_object_promise_resolves_the_student(sandbox, backend):
     assert job.state is JobState.DONE, job.reason
     password = job.result["password"]
     assert job.result["student"] == 4
+    assert job.student == 4  # recorded on the job: `wodmail jobs --student 4` finds it
+    assert job.id in [j.id for j in wod.reader.list_jobs(student=4)]
     assert portal_writes(sandbox) == [
         ("PUT", api("student/104"), {"assigned": False, "password": password}),
     ]
@@ -327,6 +329,28 @@ async def test_portal_down_for_a_while_then_back(sandbox, backend):
     retried = [step for step in job.result["steps"] if step.get("attempts", 1) > 1]
     assert retried, job.result["steps"]
     assert sandbox.portal.customer(9)["active"] is True
+
+
+@needs_root
+async def test_show_names_the_step_being_retried_and_its_try(sandbox, backend):
+    wod = await backend(dispatch={"retry_base_seconds": 0.05, "retry_max_seconds": 0.2})
+    await wod.order("CREATE 9 9", WS)
+    sandbox.portal.set_down(True)
+    await wod.send("CLEANUP 9 9", WS)
+    current = None
+    for _ in range(1500):  # up to ~30 s on a loaded machine
+        running = [job.to_public() for job in wod.jobs() if job.verb == "CLEANUP"]
+        current = running[0]["current_step"] if running else None
+        if current and current["try"] >= 3:
+            break
+        await asyncio.sleep(0.02)
+    sandbox.portal.set_down(False)
+    assert current is not None and current["try"] >= 3, current
+    assert current["name"].startswith("portal") and current["attempt"] == 1
+    assert "API-DB" in current["last_error"]
+    job = await wod.wait(2)
+    assert job.state is JobState.DONE, job.reason
+    assert job.to_public()["retries"] >= 2 and job.to_public()["current_step"] is None
 
 
 @needs_root

@@ -149,21 +149,58 @@ def render_job(public: dict[str, Any]) -> str:
                 "started_at", "finished_at", "attempts", "duplicates", "peer", "envelope_from",
                 "sender", "subject", "message_id"):
         if public.get(key) not in (None, "", 0) or key in ("student", "customer"):
-            lines.append(f"  {key + ':':<14} {_text(public.get(key))}")
+            value = _text(public.get(key))
+            if key == "attempts" and public.get("retries"):
+                value += f" ({public['retries']} step retries)"
+            lines.append(f"  {key + ':':<14} {value}")
+    lines.extend(_current_lines(public.get("current_step")))
     result = public.get("result") or {}
     for key, value in result.items():
         if key in ("steps", "verb"):
             continue
         shown = json.dumps(value) if isinstance(value, dict | list) else value
         lines.append(f"  {key + ':':<14} {shown}")
-    for step in result.get("steps", []):
-        status = step.get("status", "?")
-        detail = f"  {step['error']}" if step.get("error") else ""
-        lines.append(f"    - {step.get('name')}: {status} {step.get('ms', '?')} ms{detail}")
+    lines.extend(_step_line(step) for step in result.get("steps", []))
+    lines.extend(_attempt_lines(public.get("attempt_log") or []))
     if public.get("raw"):
         lines.append("  raw mail:")
         lines.extend(f"    | {line}" for line in public["raw"].splitlines())
     return "\n".join(lines)
+
+
+def _current_lines(current: dict[str, Any] | None) -> list[str]:
+    if not current:
+        return []
+    line = (f"  {'now:':<14} attempt {current['attempt']}, step {current['name']!r} "
+            f"since {current['started_at']}, try {current['try']}")
+    if current.get("last_error"):
+        line += f" (last error: {current['last_error']})"
+    return [line]
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    status = step.get("status", "?")
+    if status == "skipped":
+        return f"    - {step.get('name')}: skipped ({step.get('why') or 'no reason recorded'})"
+    if status == "running":
+        return f"    - {step.get('name')}: running"
+    tries = f" after {step['attempts']} tries" if step.get("attempts", 1) > 1 else ""
+    detail = f"  {step['error']}" if step.get("error") else ""
+    return f"    - {step.get('name')}: {status} {step.get('ms', '?')} ms{tries}{detail}"
+
+
+def _attempt_lines(log: list[dict[str, Any]]) -> list[str]:
+    if len(log) < 2 and not any(entry.get("outcome") == "interrupted" for entry in log):
+        return []  # one plain attempt: the fields above say it all
+    lines = ["  attempts:"]
+    for entry in log:
+        outcome = entry.get("outcome") or ("running" if entry.get("started_at") else "queued")
+        when = entry.get("finished_at") or entry.get("started_at") or entry.get("requested_at")
+        reason = f": {entry['reason']}" if entry.get("reason") else ""
+        retries = f", {entry['retries']} step retries" if entry.get("retries") else ""
+        lines.append(f"    {entry.get('attempt')}. ({entry.get('trigger')}) {outcome} "
+                     f"{when}{retries}{reason}")
+    return lines
 
 
 def _cmd_check_config(config: Config, args: argparse.Namespace) -> int:

@@ -65,6 +65,16 @@ class JobContext:
     async def save_progress(self, result: dict[str, Any]) -> None:
         await self._journal.save_result(self.job.id, result)
 
+    def note_progress(self, result: dict[str, Any]) -> None:
+        """Records the result so far without waiting for the commit (the current step)."""
+        self._journal.note_progress(self.job.id, result)
+
+    async def record_student(self, student: int) -> None:
+        """An `[object Promise]` order's student, once resolved: kept on the job (so
+        `wodmail jobs --student N` finds it) and bound to this order's log lines."""
+        await self._journal.set_student(self.job.id, student)
+        structlog.contextvars.bind_contextvars(student=student)
+
 
 Runner = Callable[[Job, JobContext], Awaitable[dict[str, Any]]]
 
@@ -168,7 +178,9 @@ class Dispatcher:
             job=job.id, verb=job.verb, student=job.student_field, workshop=job.workshop
         )
         with bound:
-            await self._journal.mark_running(job.id)
+            if not await self._journal.mark_running(job.id):
+                log.info("order cancelled before it ran")
+                return
             log.debug("order started", attempt=job.attempts + 1)
             ctx = JobContext(job, self._slots, self._journal, self._join_lane)
             try:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
+from wodmail import attempts
 from wodmail.orders import StudentSpan
 
 
@@ -17,10 +18,11 @@ class JobState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     REJECTED = "rejected"
+    CANCELLED = "cancelled"  # by an admin (`wodmail cancel`) before it ran
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.DONE, JobState.FAILED, JobState.REJECTED)
+        return self in (JobState.DONE, JobState.FAILED, JobState.REJECTED, JobState.CANCELLED)
 
 
 class Job(StudentSpan):
@@ -46,6 +48,7 @@ class Job(StudentSpan):
     attempts: int = 0
     duplicates: int = 0
     result: dict[str, Any] = Field(default_factory=dict)
+    attempt_log: list[dict[str, Any]] = Field(default_factory=list)
 
     def to_public(self, *, with_secrets: bool = False) -> dict[str, Any]:
         """The JSON shape of `wodmail jobs --json` / `wodmail show --json` (a stable interface)."""
@@ -66,6 +69,9 @@ class Job(StudentSpan):
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "attempts": self.attempts,
+            "retries": attempts.total_retries(self.attempt_log, self.result),
+            "current_step": self._current_step(),
+            "attempt_log": [_with_iso(entry) for entry in self.attempt_log],
             "duplicates": self.duplicates,
             "message_id": self.message_id,
             "peer": self.peer,
@@ -74,6 +80,25 @@ class Job(StudentSpan):
             "subject": self.subject,
             "result": result,
         }
+
+    def _current_step(self) -> dict[str, Any] | None:
+        """For a running order: its attempt, the step it is in, since when and which try."""
+        if self.state is not JobState.RUNNING:
+            return None
+        step = attempts.current_step(self.result)
+        if step is None:
+            return None
+        return {
+            "attempt": self.attempts,
+            "name": step.get("name"),
+            "started_at": _iso(step.get("started_at")),
+            "try": int(step.get("attempts", 1)),
+            "last_error": step.get("last_error"),
+        }
+
+
+def _with_iso(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: _iso(v) if k.endswith("_at") else v for k, v in entry.items()}
 
 
 def _iso(stamp: float | None) -> str | None:

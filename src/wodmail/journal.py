@@ -25,48 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
+from wodmail import attempts, schema
+from wodmail.errors import WodmailError
 from wodmail.jobs import Job, JobState
 from wodmail.orders import Order
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS orders (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    state TEXT NOT NULL,
-    verb TEXT,
-    student INTEGER,
-    student_max INTEGER,
-    customer INTEGER,
-    email TEXT,
-    workshop TEXT,
-    content TEXT,
-    mode TEXT,
-    message_id TEXT,
-    dedup_key TEXT,
-    peer TEXT,
-    envelope_from TEXT,
-    sender TEXT,
-    subject TEXT,
-    reason TEXT,
-    received_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    duplicates INTEGER NOT NULL DEFAULT 0,
-    result TEXT NOT NULL DEFAULT '{}',
-    raw BLOB
-);
-CREATE INDEX IF NOT EXISTS orders_message_id ON orders (message_id);
-CREATE INDEX IF NOT EXISTS orders_dedup ON orders (dedup_key, received_at);
-CREATE INDEX IF NOT EXISTS orders_state ON orders (state);
-CREATE INDEX IF NOT EXISTS orders_student ON orders (student);
-"""
-
 JOB_COLUMNS = (
     "id, state, verb, student, student_max, customer, email, workshop, content, mode, "
     "message_id, peer, envelope_from, sender, subject, reason, received_at, started_at, "
-    "finished_at, attempts, duplicates, result"
+    "finished_at, attempts, duplicates, result, attempt_log"
 )
 MAX_BATCH = 256
 
@@ -114,6 +85,7 @@ def _prepare_files(path: Path) -> None:
 def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     fields = dict(zip([c.strip() for c in JOB_COLUMNS.split(",")], row, strict=True))
     fields["result"] = json.loads(fields["result"] or "{}")
+    fields["attempt_log"] = json.loads(fields["attempt_log"] or "[]")
     return Job.model_validate(fields)
 
 
@@ -181,6 +153,19 @@ class JournalReader:
         if not path.exists():
             raise FileNotFoundError(f"no journal at {path}")
         self.path = path
+        self._ensure_schema()
+
+    def _ensure_schema(self) -> None:
+        """Brings a journal written by an older wodmail up to date (see `schema`)."""
+        with self._reader() as conn:
+            if schema.version(conn) >= schema.VERSION:
+                return
+            try:
+                schema.migrate(conn)
+            except sqlite3.OperationalError as exc:
+                raise WodmailError(
+                    f"the journal {self.path} needs upgrading and cannot be written: {exc}"
+                ) from None
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
@@ -242,10 +227,10 @@ class Journal(JournalReader):
 
     def __init__(self, path: Path, *, dedup_window: float = 120.0) -> None:
         _prepare_files(path)
-        super().__init__(path)
+        self.path = path
         self.dedup_window = dedup_window
         self._write_conn = _connect(path)
-        self._write_conn.executescript(SCHEMA)
+        schema.migrate(self._write_conn)
         self._writer = _Writer(self._write_conn)
         self._writer.start()
         self._closed = False
@@ -383,15 +368,43 @@ class Journal(JournalReader):
 
         return await self._write(insert)
 
-    async def mark_running(self, job_id: int) -> None:
+    async def mark_running(self, job_id: int) -> bool:
+        """Starts an attempt; False when the order is no longer queued (an admin cancelled it)."""
         now = time.time()
+
+        def start(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT attempt_log, result FROM orders WHERE id = ? AND state IN (?, ?)",
+                (job_id, JobState.ACCEPTED.value, JobState.RUNNING.value),
+            ).fetchone()
+            if row is None:
+                return False
+            log = attempts.started(json.loads(row[0] or "[]"), now, json.loads(row[1] or "{}"))
+            conn.execute(
+                "UPDATE orders SET state = 'running', started_at = ?, attempts = ?,"
+                " attempt_log = ? WHERE id = ?",
+                (now, len(log), json.dumps(log), job_id),
+            )
+            return True
+
+        return await self._write(start)
+
+    async def set_student(self, job_id: int, student: int) -> None:
+        """Records the student an `[object Promise]` order was resolved to."""
         await self._write(
             lambda conn: conn.execute(
-                "UPDATE orders SET state = 'running', started_at = ?, attempts = attempts + 1"
-                " WHERE id = ?",
-                (now, job_id),
+                "UPDATE orders SET student = ? WHERE id = ? AND student IS NULL", (student, job_id)
             )
         )
+
+    def note_progress(self, job_id: int, result: dict[str, Any]) -> None:
+        """Like `save_result`, without waiting for the commit: progress shown by `wodmail show`
+        (the current step). Writes stay in order, so the final `finish` always wins."""
+        text = json.dumps(result, default=str)
+        operation = _progress_update(job_id, text)
+        if self._closed:
+            return
+        self._writer.jobs.put((operation, _log_failure))
 
     async def save_result(self, job_id: int, result: dict[str, Any]) -> None:
         """Stores the result so far without changing the state (progress of a running order)."""
@@ -411,13 +424,21 @@ class Journal(JournalReader):
         if not state.finished:
             raise ValueError(f"{state} is not a final state")
         now = time.time()
-        text = json.dumps(result or {}, default=str)
-        await self._write(
-            lambda conn: conn.execute(
-                "UPDATE orders SET state = ?, result = ?, reason = ?, finished_at = ? WHERE id = ?",
-                (state.value, text, reason, now, job_id),
+        result = result or {}
+        text = json.dumps(result, default=str)
+
+        def close(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT attempt_log FROM orders WHERE id = ?", (job_id,)).fetchone()
+            log = attempts.finished(
+                json.loads(row[0] or "[]") if row else [], now, state.value, reason, result
             )
-        )
+            conn.execute(
+                "UPDATE orders SET state = ?, result = ?, reason = ?, finished_at = ?,"
+                " attempt_log = ? WHERE id = ?",
+                (state.value, text, reason, now, json.dumps(log, default=str), job_id),
+            )
+
+        await self._write(close)
 
     def close(self) -> None:
         if self._closed:
@@ -426,6 +447,18 @@ class Journal(JournalReader):
         self._writer.jobs.put(None)
         self._writer.join()
         self._write_conn.close()
+
+
+def _progress_update(job_id: int, text: str) -> Callable[[sqlite3.Connection], Any]:
+    return lambda conn: conn.execute(
+        "UPDATE orders SET result = ? WHERE id = ? AND state = 'running'", (text, job_id)
+    )
+
+
+def _log_failure(outcome: tuple[bool, Any]) -> None:
+    ok, value = outcome
+    if not ok:
+        structlog.get_logger(__name__).warning("progress not recorded", error=str(value))
 
 
 def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:

@@ -62,6 +62,7 @@ class OrderRun:
         if self.job.student is not None:
             return self.job.student
         student = int(await self.step("resolve-student", self._student_of_customer))
+        await self.ctx.record_student(student)
         await self.step(f"wait for student{student}'s earlier orders",
                         lambda: self.ctx.hold_student(student))
         return student

@@ -1,6 +1,10 @@
 """Named, timed steps of an order, with retries for what a flaky peer breaks.
 
-Each step lands in the order's result as ``{"name", "status", "ms", "attempts", "error"}``.
+Each step lands in the order's result as
+``{"name", "status", "started_at", "ms", "attempts", "error"}`` (`attempts` only when the
+step was tried more than once). The record is written to the journal, without waiting for
+the commit, when the step starts and before each retry, so `wodmail show` of a running
+order names its current step, its try and the last transient error (`last_error`).
 A step that raises a `TransientError` is tried again with exponential backoff and jitter,
 the order's concurrency slot given back while it sleeps, for at most `deadline_seconds`
 from the step's first try (per step, so an order that first waited long for the portal
@@ -57,13 +61,16 @@ class Steps:
 
     async def run(self, name: str, action: Callable[[], Awaitable[T]]) -> T:
         """Runs `action` as step `name`, retrying transient failures until the deadline."""
-        record: dict[str, Any] = {"name": name, "status": "running"}
+        record: dict[str, Any] = {"name": name, "status": "running", "started_at": time.time()}
         self.result["steps"].append(record)
         started = time.monotonic()
         deadline = started + self._policy.deadline_seconds
         attempt = 0
         while True:
             attempt += 1
+            if attempt > 1:
+                record["attempts"] = attempt
+            self._ctx.note_progress(self.result)
             try:
                 value = await action()
             except TransientError as exc:
@@ -71,6 +78,7 @@ class Steps:
                 if time.monotonic() + pause > deadline:
                     self._close(record, started, attempt, exc)
                     raise StepFailed(name, _gave_up(exc, attempt), self.result) from exc
+                record["last_error"] = str(exc) or type(exc).__name__
                 log.warning("step will be retried", step=name, attempt=attempt, error=str(exc),
                             retry_in=round(pause, 2))
                 async with self._ctx.idle():
@@ -89,6 +97,7 @@ class Steps:
         self, record: dict[str, Any], started: float, attempts: int, error: BaseException | None
     ) -> None:
         record["status"] = "failed" if error else "ok"
+        record.pop("last_error", None)
         record["ms"] = round((time.monotonic() - started) * 1000, 1)
         if attempts > 1:
             record["attempts"] = attempts
