@@ -110,7 +110,7 @@ def _cmd_jobs(config: Config, args: argparse.Namespace) -> int:
         print(
             f"{job.id:>6}  {job.state.value:<9} {job.verb or '-':<8} {student:<9} "
             f"{_text(job.customer):>6}  {job.workshop or '-':<22} "
-            f"{public['received_at']:<29} {job.reason or ''}"
+            f"{public['received_at']:<29} {' '.join((job.reason or '').split())}"
         )
     return 0
 
@@ -219,8 +219,10 @@ def _cmd_check_config(config: Config, args: argparse.Namespace) -> int:
 def _cmd_render(config: Config, args: argparse.Namespace) -> int:
     from wodmail.render import render_workshop
 
-    issues, written = render_workshop(config, args.workshop, args.student, args.out,
-                                      args.password)
+    issues, written, warnings = render_workshop(config, args.workshop, args.student, args.out,
+                                                args.password)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for issue in issues:
         print(f"{issue.file}: {issue.problem}", file=sys.stderr)
     if issues:

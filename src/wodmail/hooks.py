@@ -125,6 +125,8 @@ class HookContext:
         """The first student of the workshop's range (`range[0]` of its record), if set."""
         span = self.record.get("range")
         if not span:
+            if self.record.get("range_error"):
+                raise ConfigurationError(f"workshop {self.content}: {self.record['range_error']}")
             return None
         try:
             return int(span[0])

@@ -95,6 +95,10 @@ class OrderRun:
         )
         self.result["workshop_id"] = workshop.record.id
         self.result["workshop_record"] = workshop.source
+        for warning in workshop.warnings:
+            log.warning("workshop record", warning=warning)
+        if workshop.warnings:
+            self.result["warnings"] = list(workshop.warnings)
         return workshop
 
     async def target(self, workshop: Workshop, student: int) -> str | None:
@@ -107,7 +111,8 @@ class OrderRun:
             monoappliance=workshop.record.monoappliance,
             content=workshop.content,
             student=student,
-            range_min=workshop.range_min,
+            # An unusable range fails only the orders that need it.
+            range_min=workshop.range_min if workshop.record.multiappliance else None,
             lookup=lambda key: resolve(renderer, key),
         )
         if target:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from wodmail._http import ClientBase, describe_body, send
 from wodmail.errors import ConfigurationError, PeerMisconfigured, PeerRefused, PeerUnavailable
@@ -30,11 +30,52 @@ MAX_RENEWAL_MARGIN = 30.0
 """Renew the token this long (at most a fifth of its life) before the portal expires it."""
 
 
+FLAG_FIELDS = ("reset", "varpass", "ldap", "monoappliance", "multiappliance", "active", "beta")
+NOT_SCRIPT_NAMES = frozenset({"", "true", "false", "null", "none"})
+"""`compile` values that name no script (compared lower-cased), whatever their type."""
+
+
+def flag(value: Any) -> bool:
+    """A flag as the procmail API's `[ _"$x" = _"true" ]` read `jq -r` output: only a JSON
+    true or the exact string "true" is true; "True", "", null, "yes", 1 ... are false."""
+    return value is True or value == "true"
+
+
+def script_names(value: Any) -> tuple[str, ...]:
+    """`compile` as script names: a comma-separated string other than a boolean or null word
+    (the API-DB stores it as VARCHAR, so `false` arrives as "false"), or a list of names."""
+    if isinstance(value, str):
+        if value.strip().lower() in NOT_SCRIPT_NAMES:
+            return ()
+        return tuple(name.strip() for name in value.split(",") if name.strip())
+    if isinstance(value, list | tuple):
+        return tuple(str(name).strip() for name in value
+                     if str(name).strip().lower() not in NOT_SCRIPT_NAMES)
+    return ()  # null, booleans, numbers: no script name, as `jq -r` + `-f` made of them
+
+
+def student_range(value: Any) -> tuple[int, int] | None:
+    """`range` as [min, max]; also the shapes people type: "1-6", ["1981-1985"], ["1", "6"].
+    None when missing or empty; ValueError with a one-line reason for anything else."""
+    if value in (None, "", [], ()):
+        return None
+    items = value if isinstance(value, list | tuple) else [value]
+    if len(items) == 1 and isinstance(items[0], str | int):
+        items = str(items[0]).replace(",", "-").split("-")
+    try:
+        low, high = (int(str(item).strip()) for item in items)
+    except ValueError:
+        raise ValueError(f"range {value!r} is not [min, max]") from None
+    return low, high
+
+
 class PortalWorkshop(BaseModel):
     """A workshop record as the API-DB returns it, read tolerantly (extra fields ignored).
 
-    `compile` arrives as null, false or "a.sh,b.sh" and is kept as a tuple of script names;
-    booleans may arrive as "true"/"false" strings or null (= false).
+    The API-DB's flags come as booleans, "true"/"false" strings (VARCHAR columns) or null;
+    they mean what the procmail API's `= "true"` tests made of them (`flag`). `compile` is
+    kept as a tuple of script names (`script_names`). An unusable `range` is kept as
+    `range_error` and only fails an order that needs the range (`Workshop.range_min`).
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -44,6 +85,7 @@ class PortalWorkshop(BaseModel):
     name: str = ""
     capacity: int = 0
     range: tuple[int, int] | None = None
+    range_error: str | None = None
     reset: bool = False
     varpass: bool = False
     ldap: bool = False
@@ -55,21 +97,21 @@ class PortalWorkshop(BaseModel):
     duration: float | None = None
     location: str | None = None
 
-    @field_validator(
-        "reset",
-        "varpass",
-        "ldap",
-        "monoappliance",
-        "multiappliance",
-        "active",
-        "beta",
-        mode="before",
-    )
+    @model_validator(mode="before")
     @classmethod
-    def _null_is_false(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return False
-        return value.strip().lower() if isinstance(value, str) else value
+    def _tolerant_range(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "range" in data:
+            data = dict(data)
+            try:
+                data["range"] = student_range(data["range"])
+            except ValueError as exc:
+                data["range"], data["range_error"] = None, str(exc)
+        return data
+
+    @field_validator(*FLAG_FIELDS, mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> bool:
+        return flag(value)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -81,23 +123,10 @@ class PortalWorkshop(BaseModel):
     def _null_capacity(cls, value: Any) -> Any:
         return 0 if value is None or value == "" else value
 
-    @field_validator("range", mode="before")
-    @classmethod
-    def _empty_range(cls, value: Any) -> Any:
-        return None if value in (None, "", [], ()) else value
-
     @field_validator("compile", mode="before")
     @classmethod
-    def _script_names(cls, value: Any) -> Any:
-        if value is None or value is False or value == "":
-            return ()
-        if isinstance(value, str):
-            return tuple(name.strip() for name in value.split(",") if name.strip())
-        if isinstance(value, list | tuple):
-            return value
-        raise ValueError(
-            f"compile must be null, false or comma-separated script names, got {value!r}"
-        )
+    def _script_names(cls, value: Any) -> tuple[str, ...]:
+        return script_names(value)
 
 
 class PortalClient(ClientBase):

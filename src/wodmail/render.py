@@ -22,8 +22,9 @@ PLACEHOLDER_PASSWORD = "PASSSTU-placeholder"
 
 def render_workshop(
     config: Config, workshop_name: str, student: int, out: Path | None, password: str | None
-) -> tuple[list[TemplateIssue], int]:
-    """Problems found, and the number of files written to `out` (0 when there were problems)."""
+) -> tuple[list[TemplateIssue], int, tuple[str, ...]]:
+    """Problems found, the number of files written to `out` (0 when there were problems),
+    and the warnings about the workshop's record (fields of its wod.yml that were ignored)."""
     if not is_workshop_name(workshop_name):
         raise WodmailError(f"not a workshop name: {workshop_name!r}")
     students = config.students
@@ -35,7 +36,7 @@ def render_workshop(
     renderer = backend.renderer(workshop, student, password or PLACEHOLDER_PASSWORD)
     issues = check_tree(workshop.folder, renderer)
     if issues or out is None:
-        return issues, 0
+        return issues, 0, workshop.warnings
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise WodmailError(f"{out} is not empty")
@@ -43,4 +44,4 @@ def render_workshop(
         tree = render_tree(workshop.folder, Path(tmp) / content, renderer)
         for item in (Path(tmp) / content).iterdir():
             item.rename(out / item.name)
-    return [], len(tree.files)
+    return [], len(tree.files), workshop.warnings

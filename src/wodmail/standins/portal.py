@@ -112,6 +112,11 @@ class StandinPortal(StandinServer):
             table[workshop_id] = record
             return copy.deepcopy(record)
 
+    def replace_workshop(self, record: dict[str, Any]) -> None:
+        """Store `record` exactly as given (no defaults): replays of the real API-DB's JSON."""
+        with self._lock:
+            self._records["workshop"][int(record["id"])] = copy.deepcopy(record)
+
     def add_student(self, id: int, **fields: Any) -> dict[str, Any]:
         record = {
             "id": id,
