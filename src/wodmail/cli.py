@@ -13,7 +13,7 @@ from typing import Any
 from wodmail.config import Config, load_config
 from wodmail.errors import ConfigurationError, WodmailError
 from wodmail.jobs import Job, JobState
-from wodmail.journal import JournalReader
+from wodmail.journal import JournalAdmin, JournalReader
 from wodmail.logs import configure_logging
 
 
@@ -64,11 +64,47 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--password", default=None,
                         help="PASSSTU for ldap/varpass workshops (default: a placeholder)")
 
+    retry = commands.add_parser(
+        "retry", help="run a failed (or cancelled) order again, as a new attempt of the same job"
+    )
+    _add_config(retry)
+    retry.add_argument("job", type=int, help="the job id (see `wodmail jobs`)")
+
+    cancel = commands.add_parser("cancel", help="cancel an accepted order that has not started")
+    _add_config(cancel)
+    cancel.add_argument("job", type=int, help="the job id (see `wodmail jobs`)")
+
+    prune = commands.add_parser(
+        "prune", help="delete finished orders and refusals older than DAYS from the journal"
+    )
+    _add_config(prune)
+    prune.add_argument("--older-than", type=_days, required=True, metavar="DAYS",
+                       help="finished (done, failed, cancelled, refused) more than DAYS ago")
+
     demo = commands.add_parser(
         "demo", help="run CREATE and CLEANUP against a sandboxed backend and show everything"
     )
     demo.add_argument("--keep", action="store_true", help="keep the sandbox folder")
     return parser
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if days < 0:
+        raise argparse.ArgumentTypeError(f"days must be 0 or more, got {text}")
+    return days
+
+
+def _admin(config: Config) -> JournalAdmin:
+    try:
+        return JournalAdmin(config.journal_path())
+    except FileNotFoundError:
+        raise WodmailError(
+            f"no journal at {config.journal_path()} (has `wodmail serve` run with this config?)"
+        ) from None
 
 
 def _reader(config: Config) -> JournalReader:
@@ -216,6 +252,28 @@ def _cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _cmd_retry(config: Config, args: argparse.Namespace) -> int:
+    job = _admin(config).retry(args.job)
+    print(f"job {job.id} queued again as attempt {len(job.attempt_log)}; a running daemon "
+          f"starts it within {config.dispatch.queue_poll_seconds:g} s (`wodmail show {job.id}`)")
+    return 0
+
+
+def _cmd_cancel(config: Config, args: argparse.Namespace) -> int:
+    job = _admin(config).cancel(args.job)
+    print(f"job {job.id} cancelled: it will not run")
+    return 0
+
+
+def _cmd_prune(config: Config, args: argparse.Namespace) -> int:
+    pruned = _admin(config).prune(args.older_than * 86400, config.max_refusals_per_peer)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(pruned.by_state.items()))
+    print(f"{sum(pruned.by_state.values())} orders finished more than {args.older_than:g} days "
+          f"ago deleted{f' ({counts})' if counts else ''}; {pruned.over_peer_cap} refusals over "
+          f"the {config.max_refusals_per_peer} kept per client deleted")
+    return 0
+
+
 def _cmd_render(config: Config, args: argparse.Namespace) -> int:
     from wodmail.render import render_workshop
 
@@ -248,6 +306,9 @@ COMMANDS = {
     "jobs": _cmd_jobs,
     "show": _cmd_show,
     "check-config": _cmd_check_config,
+    "retry": _cmd_retry,
+    "cancel": _cmd_cancel,
+    "prune": _cmd_prune,
 }
 
 

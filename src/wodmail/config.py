@@ -115,6 +115,9 @@ class Dispatch(_Section):
     retry_max_seconds: float = Field(30.0, gt=0)
     cleaned_wait_seconds: float = Field(900.0, ge=0)
     cleaned_poll_seconds: float = Field(10.0, gt=0)
+    queue_poll_seconds: float = Field(
+        1.0, gt=0, description="how often the daemon looks for orders `wodmail retry` queued"
+    )
 
 
 class Config(_Section):
@@ -125,6 +128,9 @@ class Config(_Section):
     students: Students = Field(default_factory=Students)
     notebooks: Notebooks = Field(default_factory=Notebooks)
     max_message_bytes: int = Field(65536, ge=1024)
+    max_refusals_per_peer: int = Field(
+        1000, ge=0, description="refusals kept per client address, newest first; 0: no cap"
+    )
     dedup_window_seconds: float = Field(120.0, ge=0)
     students_dir: Path = Path("/student")
     portal: Portal = Field(default_factory=Portal)

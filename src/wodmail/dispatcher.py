@@ -107,6 +107,10 @@ class Dispatcher:
     async def start(self) -> None:
         self._accepting = True
 
+    def holds(self, job_id: int) -> bool:
+        """Is this order queued or running here?"""
+        return job_id in self._tasks
+
     def submit(self, job: Job) -> None:
         if not self._accepting or job.id in self._tasks:
             return

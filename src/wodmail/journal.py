@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from wodmail import attempts, schema
+from wodmail import attempts, maintenance, schema
 from wodmail.errors import WodmailError
 from wodmail.jobs import Job, JobState
 from wodmail.orders import Order
@@ -40,6 +40,9 @@ JOB_COLUMNS = (
     "finished_at, attempts, duplicates, result, attempt_log"
 )
 MAX_BATCH = 256
+# A re-sent order is answered as a duplicate only of a copy that is queued, running or done:
+# one whose earlier copy failed (or was cancelled) runs again, as a new job.
+_COUNTS_AS_ORIGINAL = "state NOT IN ('rejected', 'failed', 'cancelled')"
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,10 @@ class JournalReader:
             row = conn.execute("SELECT raw FROM orders WHERE id = ?", (job_id,)).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
 
+    def queued(self) -> list[Job]:
+        """Accepted orders not started yet, oldest first."""
+        return self.list_jobs(states=[JobState.ACCEPTED], newest_first=False)
+
     def unfinished(self) -> list[Job]:
         """Orders accepted (or started) but not finished, oldest first: to run again."""
         return self.list_jobs(states=[JobState.ACCEPTED, JobState.RUNNING], newest_first=False)
@@ -222,13 +229,56 @@ class JournalReader:
         return [_row_to_job(row) for row in rows]
 
 
+class JournalAdmin(JournalReader):
+    """What `wodmail retry|cancel|prune` do: synchronous writes next to a running daemon
+    (SQLite serialises them with the daemon's writer; see `maintenance`)."""
+
+    def _transaction(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        with self._reader() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                value = operation(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return value
+
+    def retry(self, job_id: int) -> Job:
+        self._transaction(lambda conn: maintenance.requeue(conn, job_id, time.time()))
+        return self._must_get(job_id)
+
+    def cancel(self, job_id: int) -> Job:
+        self._transaction(lambda conn: maintenance.cancel(conn, job_id, time.time()))
+        return self._must_get(job_id)
+
+    def prune(self, older_than_seconds: float, refusals_per_peer: int) -> maintenance.Pruned:
+        before = time.time() - older_than_seconds
+        pruned = self._transaction(
+            lambda conn: maintenance.prune(conn, before, refusals_per_peer)
+        )
+        with self._reader() as conn:  # hand the WAL's pages back; the file's free pages are
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # reused by later orders
+        return pruned
+
+    def _must_get(self, job_id: int) -> Job:
+        job = self.get(job_id)
+        if job is None:
+            raise maintenance.NotAllowed(f"no job {job_id}")
+        return job
+
+
 class Journal(JournalReader):
     """The order journal. Writes are async (group-committed); reads are plain and sync."""
 
-    def __init__(self, path: Path, *, dedup_window: float = 120.0) -> None:
+    def __init__(
+        self, path: Path, *, dedup_window: float = 120.0, refusals_per_peer: int = 0
+    ) -> None:
         _prepare_files(path)
         self.path = path
         self.dedup_window = dedup_window
+        self.refusals_per_peer = refusals_per_peer
         self._write_conn = _connect(path)
         schema.migrate(self._write_conn)
         self._writer = _Writer(self._write_conn)
@@ -309,7 +359,7 @@ class Journal(JournalReader):
     def _find_duplicate(self, conn: sqlite3.Connection, order: Order, now: float) -> int | None:
         if order.message_id:
             row = conn.execute(
-                "SELECT id FROM orders WHERE message_id = ? AND state != 'rejected'"
+                f"SELECT id FROM orders WHERE message_id = ? AND {_COUNTS_AS_ORIGINAL}"
                 " ORDER BY id DESC LIMIT 1",
                 (order.message_id,),
             ).fetchone()
@@ -318,8 +368,8 @@ class Journal(JournalReader):
         if self.dedup_window <= 0:
             return None
         row = conn.execute(
-            "SELECT id FROM orders WHERE dedup_key = ? AND received_at >= ? AND state != 'rejected'"
-            " ORDER BY id DESC LIMIT 1",
+            "SELECT id FROM orders WHERE dedup_key = ? AND received_at >= ? AND"
+            f" {_COUNTS_AS_ORIGINAL} ORDER BY id DESC LIMIT 1",
             (order.dedup_key(), now - self.dedup_window),
         ).fetchone()
         if row is None:
@@ -364,6 +414,7 @@ class Journal(JournalReader):
                     arrival.raw,
                 ),
             )
+            maintenance.cap_refusals(conn, arrival.peer, self.refusals_per_peer)
             return int(cursor.lastrowid or 0)
 
         return await self._write(insert)

@@ -32,6 +32,8 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self._server: asyncio.base_events.Server | None = None
         self._sessions: SessionFactory | None = None
+        self._queue_watch: asyncio.Task[None] | None = None
+        self._queue_wake = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -42,7 +44,11 @@ class Daemon:
     async def start(self) -> None:
         config = self.config
         try:
-            self.journal = Journal(config.journal_path(), dedup_window=config.dedup_window_seconds)
+            self.journal = Journal(
+                config.journal_path(),
+                dedup_window=config.dedup_window_seconds,
+                refusals_per_peer=config.max_refusals_per_peer,
+            )
         except (OSError, sqlite3.Error) as exc:
             raise WodmailError(f"cannot open the journal {config.journal_path()}: {exc}") from None
         self.dispatcher = Dispatcher(
@@ -54,6 +60,9 @@ class Daemon:
             self.dispatcher.submit(job)
         if recovered:
             log.info("resuming unfinished orders", count=len(recovered))
+        self._queue_watch = asyncio.get_running_loop().create_task(
+            self._watch_queue(), name="queue-watch"
+        )
         senders = config.senders(load_base_variables(config))
         handler = IntakeHandler(config, self.journal, self.dispatcher, senders=senders)
         self._sessions = create_server_factory(handler, data_size_limit=config.max_message_bytes)
@@ -76,7 +85,35 @@ class Daemon:
             journal=str(config.journal_path()),
         )
 
+    def wake_queue(self) -> None:
+        """Look for orders queued by `wodmail retry` now (SIGUSR1), not at the next poll."""
+        self._queue_wake.set()
+
+    async def _watch_queue(self) -> None:
+        """Picks up orders put back in the queue through the journal (`wodmail retry`)."""
+        assert self.journal is not None and self.dispatcher is not None
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self._queue_wake.wait(), self.config.dispatch.queue_poll_seconds
+                )
+            except TimeoutError:
+                pass
+            self._queue_wake.clear()
+            try:
+                queued = self.journal.queued()
+            except sqlite3.Error as exc:
+                log.warning("cannot read the queue from the journal", error=str(exc))
+                continue
+            for job in queued:
+                if not self.dispatcher.holds(job.id):
+                    log.info("order queued again", job=job.id, attempt=len(job.attempt_log))
+                    self.dispatcher.submit(job)
+
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        if self._queue_watch is not None:
+            self._queue_watch.cancel()
+            self._queue_watch = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -105,6 +142,7 @@ async def serve_forever(config: Config, runner: Runner) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, daemon.wake_queue)
     try:
         await stop.wait()
     finally:
