@@ -1,4 +1,4 @@
-"""`wodmail`: serve | jobs | show | check-config."""
+"""`wodmail`: serve | jobs | show | relay | render | check-config | demo."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("job", type=int)
     show.add_argument("--json", action="store_true")
     show.add_argument("--raw", action="store_true", help="also print the mail as received")
+
+    relay = commands.add_parser("relay", help="list relayed mail (the outbox), newest first")
+    _add_config(relay)
+    relay.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    relay.add_argument("--state", action="append", choices=["queued", "sent", "failed"])
+    relay.add_argument("--limit", type=int, default=None)
 
     check = commands.add_parser("check-config", help="validate the config and print it")
     _add_config(check)
@@ -239,6 +245,26 @@ def _attempt_lines(log: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _cmd_relay(config: Config, args: argparse.Namespace) -> int:
+    from wodmail.relay import list_outbox
+
+    mails = list_outbox(config.outbox_path(), states=args.state, limit=args.limit)
+    if args.json:
+        json.dump(mails, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'ID':>6}  {'STATE':<7} {'TRIES':>5}  {'RECEIVED':<25} {'TO':<30} {'SUBJECT':<30} "
+          "LAST ERROR")
+    for mail in mails:
+        to = ", ".join(mail["recipients"]) or "-"
+        print(
+            f"{mail['id']:>6}  {mail['state']:<7} {mail['attempts']:>5}  "
+            f"{mail['received_at'][:25]:<25} {to[:30]:<30} {(mail['subject'] or '-')[:30]:<30} "
+            f"{mail['last_error'] or ''}"
+        )
+    return 0
+
+
 def _cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     from wodmail.service import check, describe
 
@@ -309,6 +335,7 @@ COMMANDS = {
     "retry": _cmd_retry,
     "cancel": _cmd_cancel,
     "prune": _cmd_prune,
+    "relay": _cmd_relay,
 }
 
 

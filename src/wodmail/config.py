@@ -120,6 +120,34 @@ class Dispatch(_Section):
     )
 
 
+class Relay(_Section):
+    """Mail for anyone but the order mailbox goes to this smarthost (off while host is unset)."""
+
+    host: str | None = None
+    port: int = Field(25, ge=1, le=65535)
+    order_recipients: list[str] | None = Field(
+        None,
+        description="user@domain or @domain; default: @ the backend's names (as Postfix's "
+        "mydestination was), see relay.default_order_recipients",
+    )
+    timeout_seconds: float = Field(30.0, gt=0)
+    retry_base_seconds: float = Field(30.0, gt=0)
+    retry_max_seconds: float = Field(900.0, gt=0)
+    give_up_seconds: float = Field(86400.0, ge=0)
+
+    @field_validator("order_recipients")
+    @classmethod
+    def _recipients(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        cleaned = [entry.strip().lower() for entry in value]
+        for entry in cleaned:
+            local, at, domain = entry.rpartition("@")
+            if not at or not domain or " " in entry or "@" in local:
+                raise ValueError(f"not user@domain or @domain: {entry!r}")
+        return cleaned
+
+
 class Config(_Section):
     listen: Listen = Field(default_factory=Listen)
     state_dir: Path = Path("/var/lib/wodmail")
@@ -139,6 +167,7 @@ class Config(_Section):
     scripts: Scripts = Field(default_factory=Scripts)
     handlers: Handlers = Field(default_factory=Handlers)
     dispatch: Dispatch = Field(default_factory=Dispatch)
+    relay: Relay = Field(default_factory=Relay)
     vars: dict[str, Any] = Field(default_factory=dict)
     group_vars: list[Path] = Field(default_factory=list)
     source: Path | None = Field(None, exclude=True, description="the file this was read from")
@@ -173,6 +202,9 @@ class Config(_Section):
 
     def journal_path(self) -> Path:
         return self.state_dir / "journal.sqlite3"
+
+    def outbox_path(self) -> Path:
+        return self.state_dir / "outbox.sqlite3"
 
 
 def _format_errors(source: str, exc: ValidationError) -> str:

@@ -19,6 +19,7 @@ from wodmail.config import Config, Notebooks
 from wodmail.executor import Executor
 from wodmail.journal import Arrival, Journal
 from wodmail.orders import Order, OrderRules, Rejection, parse_order
+from wodmail.relay import Relay
 
 log = structlog.get_logger(__name__)
 
@@ -76,8 +77,10 @@ class IntakeHandler:
         executor: Executor,
         *,
         senders: list[str] | None = None,
+        relay: Relay | None = None,
     ) -> None:
         self._journal = journal
+        self._relay = relay
         self._executor = executor
         self._networks = config.networks()
         self._senders = frozenset(config.allowed_senders if senders is None else senders)
@@ -129,6 +132,11 @@ class IntakeHandler:
             shown = _address(envelope.mail_from) or sender or "(none)"
             reason = f"sender not allowed: {shown}"
             return await self._refuse(reason, arrival, sender=sender)
+        if self._relay is not None and not self._relay.is_order_mail(envelope.rcpt_tos):
+            return await self._relay.take(
+                mail_from=envelope.mail_from, recipients=list(envelope.rcpt_tos), raw=data,
+                peer=arrival.peer, helo=session.host_name,
+            )
         if isinstance(parsed, Rejection):
             return await self._refuse(
                 parsed.reason,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sqlite3
 from typing import Any
 
@@ -15,6 +16,7 @@ from wodmail.dispatcher import Dispatcher, Runner
 from wodmail.errors import WodmailError
 from wodmail.intake import IntakeHandler
 from wodmail.journal import Journal
+from wodmail.relay import OrderMailbox, Relay, default_order_recipients
 from wodmail.smtp import SessionFactory, create_server_factory
 
 log = structlog.get_logger(__name__)
@@ -34,6 +36,7 @@ class Daemon:
         self._sessions: SessionFactory | None = None
         self._queue_watch: asyncio.Task[None] | None = None
         self._queue_wake = asyncio.Event()
+        self.relay: Relay | None = None
 
     @property
     def port(self) -> int:
@@ -63,8 +66,26 @@ class Daemon:
         self._queue_watch = asyncio.get_running_loop().create_task(
             self._watch_queue(), name="queue-watch"
         )
-        senders = config.senders(load_base_variables(config))
-        handler = IntakeHandler(config, self.journal, self.dispatcher, senders=senders)
+        variables = load_base_variables(config)
+        senders = config.senders(variables)
+        if config.relay.host:
+            self.relay = Relay(
+                config.relay,
+                config.outbox_path(),
+                OrderMailbox(order_recipients(config, variables)),
+                hostname=socket.getfqdn(),
+            )
+            try:
+                await self.relay.start()
+            except (OSError, sqlite3.Error) as exc:
+                self.relay = None
+                await self.stop(grace=0)
+                raise WodmailError(
+                    f"cannot open the outbox {config.outbox_path()}: {exc}"
+                ) from None
+        handler = IntakeHandler(
+            config, self.journal, self.dispatcher, senders=senders, relay=self.relay
+        )
         self._sessions = create_server_factory(handler, data_size_limit=config.max_message_bytes)
         try:
             self._server = await asyncio.get_running_loop().create_server(
@@ -124,6 +145,8 @@ class Daemon:
             left = await self._sessions.wait_finished(grace)
             if left:
                 log.warning("SMTP sessions still open at shutdown", count=left)
+        if self.relay is not None:
+            await self.relay.stop(grace)
         if self.dispatcher is not None:
             await self.dispatcher.stop(grace)
         if self.journal is not None:
@@ -132,6 +155,13 @@ class Daemon:
         if close is not None:
             await close()
         log.info("wodmail stopped")
+
+
+def order_recipients(config: Config, variables: dict[str, Any]) -> list[str]:
+    """relay.order_recipients, else the backend's own names (see relay.py)."""
+    if config.relay.order_recipients is not None:
+        return config.relay.order_recipients
+    return default_order_recipients(variables)
 
 
 async def serve_forever(config: Config, runner: Runner) -> None:
@@ -179,10 +209,25 @@ def check(config: Config) -> tuple[list[str], list[str]]:
             warnings.append("allowed_senders is empty: orders from any sender are accepted")
     except WodmailError:
         pass  # already reported above
+    warnings.extend(_relay_warnings(config))
     for name, section in (("portal", config.portal.url), ("hub", config.hub.url)):
         if not section:
             warnings.append(f"{name}.url is not set: its callbacks are skipped")
     return errors, warnings
+
+
+def _relay_warnings(config: Config) -> list[str]:
+    if not config.relay.host or config.relay.order_recipients is not None:
+        return []
+    try:
+        variables = load_base_variables(config)
+    except WodmailError:
+        return []
+    recipients = ", ".join(order_recipients(config, variables))
+    warning = f"relay.order_recipients not set: mail to {recipients} is taken as orders"
+    if not any(variables.get(key) for key in ("WODBEFQDN", "WODBEEXTFQDN")):
+        warning += " (WODBEFQDN is unknown: set relay.order_recipients)"
+    return [warning + f"; mail to anyone else is relayed to {config.relay.host}"]
 
 
 def describe(config: Config) -> dict[str, Any]:
