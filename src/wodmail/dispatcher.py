@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from wodmail.jobs import Job, JobState
-from wodmail.journal import Journal
+from wodmail.journal import Journal, JournalClosed, JournalLost, StepRecord, until_recorded
 
 log = structlog.get_logger(__name__)
 
@@ -62,8 +62,22 @@ class JobContext:
         finally:
             await self._slots.acquire()
 
+    @property
+    def rerun(self) -> bool:
+        """Has this order run before (a restart after a crash, or a retry)?"""
+        return self.job.attempts > 0
+
+    def done_steps(self) -> dict[str, StepRecord]:
+        """The steps an earlier run of this order recorded as done."""
+        if not self.rerun:
+            return {}
+        return {s.name: s for s in self._journal.steps(self.job.id) if s.state == "done"}
+
+    async def record_step(self, step: StepRecord, result: dict[str, Any]) -> None:
+        await until_recorded(f"step {step.name}", lambda: self._journal.record_step(step, result))
+
     async def save_progress(self, result: dict[str, Any]) -> None:
-        await self._journal.save_result(self.job.id, result)
+        await until_recorded("progress", lambda: self._journal.save_result(self.job.id, result))
 
     def note_progress(self, result: dict[str, Any]) -> None:
         """Records the result so far without waiting for the commit (the current step)."""
@@ -182,7 +196,14 @@ class Dispatcher:
             job=job.id, verb=job.verb, student=job.student_field, workshop=job.workshop
         )
         with bound:
-            if not await self._journal.mark_running(job.id):
+            try:
+                started = await until_recorded(
+                    "start", lambda: self._journal.mark_running(job.id)
+                )
+            except (JournalLost, JournalClosed) as exc:
+                log.error("order not started: the journal cannot record it", error=str(exc))
+                return
+            if not started:
                 log.info("order cancelled before it ran")
                 return
             log.debug("order started", attempt=job.attempts + 1)
@@ -195,11 +216,24 @@ class Dispatcher:
             except Exception as exc:
                 reason = str(exc) or type(exc).__name__
                 partial = getattr(exc, "result", None) or {}
-                await self._journal.finish(job.id, JobState.FAILED, result=partial, reason=reason)
+                await self._outcome(job, JobState.FAILED, partial, reason)
                 log.error("order failed", reason=reason, seconds=_since(ctx.started))
                 return
-            await self._journal.finish(job.id, JobState.DONE, result=result)
+            await self._outcome(job, JobState.DONE, result, None)
             log.info("order done", seconds=_since(ctx.started))
+
+    async def _outcome(
+        self, job: Job, state: JobState, result: dict[str, Any], reason: str | None
+    ) -> None:
+        """Records how the order ended, retrying until the journal takes it (a full disk)."""
+        try:
+            await until_recorded(
+                "outcome",
+                lambda: self._journal.finish(job.id, state, result=result, reason=reason),
+            )
+        except (JournalLost, JournalClosed) as exc:
+            log.error("order outcome not recorded: the journal is gone", outcome=state.value,
+                      reason=reason, error=str(exc))
 
     async def stop(self, grace: float) -> None:
         self._accepting = False

@@ -19,7 +19,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +65,33 @@ class Acceptance:
         return self.job.id
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """One named step of an order, as the `steps` table keeps it (one row per job and name).
+
+    `state` is `done` for now (a step whose completion a re-run must not repeat; see
+    `steps.Steps`); `detail` is free JSON (its time, tries, the value a re-run reuses).
+    """
+
+    job_id: int
+    name: str
+    state: str
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    detail: dict[str, Any]
+
+
 class JournalClosed(RuntimeError):
     pass
+
+
+class JournalLost(WodmailError):
+    """The journal file was removed or replaced under the running daemon."""
+
+
+class JournalUnreadable(WodmailError):
+    """The journal is not a SQLite database wodmail can read (corrupt, or another file)."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -85,6 +110,40 @@ def _prepare_files(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+class _Identity:
+    """Which files the journal is: device and inode of the database and of its WAL.
+
+    Checked after every commit, before any acknowledgement: a journal deleted or replaced
+    under a running daemon must not take orders a restart would not find (SQLite keeps
+    writing happily into an unlinked inode).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.wal = path.with_name(path.name + "-wal")
+        self._database = _file_id(path)
+        self._wal = _file_id(self.wal)
+
+    def problem(self) -> str | None:
+        """None while both files are still the ones opened; else what happened."""
+        for what, path, expected in (("journal", self.path, self._database),
+                                     ("journal's WAL", self.wal, self._wal)):
+            current = _file_id(path)
+            if current is None:
+                return f"the {what} {path} was removed"
+            if expected is not None and current != expected:
+                return f"the {what} {path} was replaced by another file"
+        return None
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
 def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     fields = dict(zip([c.strip() for c in JOB_COLUMNS.split(",")], row, strict=True))
     fields["result"] = json.loads(fields["result"] or "{}")
@@ -95,9 +154,10 @@ def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
 class _Writer(threading.Thread):
     """The one thread that writes: takes queued operations and commits them in groups."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, identity: _Identity) -> None:
         super().__init__(name="wodmail-journal", daemon=True)
         self._conn = conn
+        self._identity = identity
         self.jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], Any] | None]
         self.jobs = queue.SimpleQueue()
 
@@ -124,6 +184,10 @@ class _Writer(threading.Thread):
         except Exception:
             # One bad write must not undo the others: each runs again in its own transaction.
             outcomes = [self._alone(operation) for operation, _ in batch]
+        lost = self._identity.problem()
+        if lost is not None:
+            error = JournalLost(f"{lost}: nothing can be recorded (restart wodmail)")
+            outcomes = [(False, error)] * len(outcomes)
         for (_, deliver), outcome in zip(batch, outcomes, strict=True):
             deliver(outcome)
 
@@ -172,8 +236,21 @@ class JournalReader:
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
-        with closing(_connect(self.path)) as conn:
-            yield conn
+        try:
+            with closing(_connect(self.path)) as conn:
+                yield conn
+        except sqlite3.DatabaseError as exc:
+            raise JournalUnreadable(f"the journal {self.path} is unreadable: {exc}") from None
+
+    def steps(self, job_id: int) -> list[StepRecord]:
+        """The step records of one order, in the order they finished."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                "SELECT job_id, name, state, started_at, finished_at, attempts, detail"
+                " FROM steps WHERE job_id = ? ORDER BY finished_at, rowid",
+                (job_id,),
+            ).fetchall()
+        return [StepRecord(*row[:6], json.loads(row[6] or "{}")) for row in rows]
 
     def get(self, job_id: int) -> Job | None:
         with self._reader() as conn:
@@ -279,9 +356,12 @@ class Journal(JournalReader):
         self.path = path
         self.dedup_window = dedup_window
         self.refusals_per_peer = refusals_per_peer
-        self._write_conn = _connect(path)
-        schema.migrate(self._write_conn)
-        self._writer = _Writer(self._write_conn)
+        try:
+            self._write_conn = _connect(path)
+            schema.migrate(self._write_conn)
+        except sqlite3.DatabaseError as exc:
+            raise JournalUnreadable(f"the journal {path} is unreadable: {exc}") from None
+        self._writer = _Writer(self._write_conn, _Identity(path))
         self._writer.start()
         self._closed = False
 
@@ -464,6 +544,19 @@ class Journal(JournalReader):
             lambda conn: conn.execute("UPDATE orders SET result = ? WHERE id = ?", (text, job_id))
         )
 
+    async def record_step(self, step: StepRecord, result: dict[str, Any]) -> None:
+        """Commits a finished step together with the order's result so far, durably.
+
+        What a re-run relies on: once this returns, a crash cannot make the step run again.
+        """
+        text = json.dumps(result, default=str)
+
+        def write(conn: sqlite3.Connection) -> None:
+            _upsert_step(conn, step)
+            conn.execute("UPDATE orders SET result = ? WHERE id = ?", (text, step.job_id))
+
+        await self._write(write)
+
     async def finish(
         self,
         job_id: int,
@@ -510,6 +603,35 @@ def _log_failure(outcome: tuple[bool, Any]) -> None:
     ok, value = outcome
     if not ok:
         structlog.get_logger(__name__).warning("progress not recorded", error=str(value))
+
+
+async def until_recorded(what: str, write: Callable[[], Awaitable[T]]) -> T:
+    """Runs a journal write until it commits: a full disk must delay an order's record, never
+    lose it. Backs off up to 30 s between tries; a journal that is gone (`JournalLost`) or
+    closed cannot be written again and is raised at once."""
+    pause = 0.2
+    while True:
+        try:
+            return await write()
+        except (JournalLost, JournalClosed):
+            raise
+        except Exception as exc:
+            structlog.get_logger(__name__).error(
+                "journal write failed; will retry", what=what, error=str(exc),
+                retry_in=round(pause, 1))
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 30.0)
+
+
+def _upsert_step(conn: sqlite3.Connection, step: StepRecord) -> None:
+    conn.execute(
+        "INSERT INTO steps (job_id, name, state, started_at, finished_at, attempts, detail)"
+        " VALUES (?,?,?,?,?,?,?) ON CONFLICT (job_id, name) DO UPDATE SET state = excluded.state,"
+        " started_at = excluded.started_at, finished_at = excluded.finished_at,"
+        " attempts = excluded.attempts, detail = excluded.detail",
+        (step.job_id, step.name, step.state, step.started_at, step.finished_at, step.attempts,
+         json.dumps(step.detail, default=str)),
+    )
 
 
 def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:

@@ -1,8 +1,16 @@
 """The four verbs (LIFECYCLE.md) as plain sequences of named steps over the backend's ports.
 
-Every step is safe to repeat, because an order interrupted by a crash runs again from the
-start: a CREATE's password is saved in the order's record before it is used anywhere, and a
-re-run takes the same one, so accounts, portal and result agree whatever was done before.
+Resume, not redo: an order interrupted (a crash, a SIGKILL, a failed step retried later) runs
+again through its verb, but each step whose effect a participant or a peer can see is run
+`once`: its completion is committed to the order's record before the order goes on, and a
+re-run skips it (see `steps.Steps`). Only what is safe is repeated: lookups that change
+nothing, and work nobody can see yet. Each verb below lists its steps and why each is
+repeated or not. A password is drawn once and saved in the record before it is used, so
+accounts, portal and result agree whatever was done before.
+
+Portal flags set once in the participant's view (`active`, `cleaned`) are, on a re-run that
+has no record of them, first read back from the portal: a crash between the PUT and its
+record must not send them twice.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from wodmail.errors import ConfigurationError, TemplateError, TransientError, Wo
 from wodmail.hooks import HookContext
 from wodmail.jobs import Job
 from wodmail.logs import register_secret
-from wodmail.steps import RetryPolicy, Steps
+from wodmail.steps import RetryPolicy, StepFailed, Steps
 from wodmail.templating import Renderer
 from wodmail.workshop import Workshop, resolve_workshop
 
@@ -52,8 +60,10 @@ class OrderRun:
         self.portal = backend.portal
         self.hub = backend.hub
 
-    async def step(self, name: str, action: Callable[[], Awaitable[Any]]) -> Any:
-        return await self.steps.run(name, action)
+    async def step(
+        self, name: str, action: Callable[[], Awaitable[Any]], *, once: bool = False
+    ) -> Any:
+        return await self.steps.run(name, action, once=once)
 
     # -- shared first steps ------------------------------------------------------------------
 
@@ -121,7 +131,7 @@ class OrderRun:
 
     async def password(self) -> str:
         """A new password, saved in the order's record before use (reused by a re-run)."""
-        previous = self.job.result.get("password")
+        previous = self.result.get("password")
         if isinstance(previous, str) and previous:
             register_secret(previous)
             password = previous
@@ -139,6 +149,7 @@ class OrderRun:
         where = await self.step(
             f"set-password student{student}",
             lambda: self.backend.set_password(workshop, student, password),
+            once=True,
         )
         self.result.setdefault("password_set_on", where)
 
@@ -152,6 +163,7 @@ class OrderRun:
         *,
         password: str | None = None,
         target: str | None = None,
+        once: bool = True,
     ) -> None:
         backend = self.backend
         if not backend.hooks.has(phase, workshop.content):
@@ -176,8 +188,12 @@ class OrderRun:
             resolve=lambda key: resolve(renderer, key),
             log=log.bind(phase=phase),
         )
-        runs = await self.step(f"hooks {phase}", lambda: backend.hooks.run(phase, ctx))
-        self.result.setdefault("hooks", []).extend(run.model_dump() for run in runs)
+        async def run_hooks() -> list[dict[str, Any]]:
+            runs = [run.model_dump() for run in await backend.hooks.run(phase, ctx)]
+            self.result.setdefault("hooks", []).extend(runs)
+            return runs
+
+        await self.step(f"hooks {phase}", run_hooks, once=once)
         if student is not None:
             backend.student_vars.save(student, workshop.content, ctx.student_vars)
 
@@ -187,7 +203,7 @@ class OrderRun:
         if self.portal is None:
             self.steps.skip(name, "no portal configured")
             return
-        await self.step(name, action)
+        await self.step(name, action, once=True)
 
     async def hub_call(self, name: str, start: bool, student: int) -> None:
         hub = self.hub
@@ -195,10 +211,13 @@ class OrderRun:
             self.steps.skip(name, "no hub configured")
             return
         user = f"student{student}"
-        outcome = await self.step(
-            name, lambda: hub.start_server(user) if start else hub.stop_server(user)
-        )
-        self.result["hub"] = outcome
+
+        async def call() -> str:
+            outcome = await (hub.start_server(user) if start else hub.stop_server(user))
+            self.result["hub"] = outcome
+            return outcome
+
+        await self.step(name, call, once=True)
 
     async def update_student(self, student: int, **fields: Any) -> None:
         portal = self.portal
@@ -209,15 +228,25 @@ class OrderRun:
             lambda: portal.update_student(db_id, **fields),  # type: ignore[union-attr]
         )
 
-    async def update_customer(self, **fields: Any) -> None:
+    async def update_customer(self, *, confirm: bool = False, **fields: Any) -> None:
+        """PUT customer/C; with `confirm`, a re-run in doubt reads the customer first and
+        sends nothing if the portal already holds these values (see the module's doc)."""
         if not self.customer:
             return
         portal = self.portal
         shown = ",".join(fields)
-        await self.portal_call(
-            f"portal customer/{self.customer} {shown}",
-            lambda: portal.update_customer(self.customer, **fields),  # type: ignore[union-attr]
-        )
+        name = f"portal customer/{self.customer} {shown}"
+
+        async def put() -> str:
+            assert portal is not None
+            if confirm and self.ctx.rerun:
+                current = await portal.get_customer(self.customer)
+                if all(_same(current.get(k), v) for k, v in fields.items()):
+                    return "already set"
+            await portal.update_customer(self.customer, **fields)
+            return "sent"
+
+        await self.portal_call(name, put)
 
     async def wait_cleaned(self) -> None:
         """RESET/PURGE step 1: wait for the customer's CLEANUP, without holding a worker."""
@@ -244,7 +273,7 @@ class OrderRun:
                 async with self.ctx.idle():
                     await asyncio.sleep(dispatch.cleaned_poll_seconds)
 
-        await self.step(f"wait customer/{self.customer} cleaned", until_cleaned)
+        await self.step(f"wait customer/{self.customer} cleaned", until_cleaned, once=True)
 
     # -- homes -------------------------------------------------------------------------------
 
@@ -253,19 +282,38 @@ class OrderRun:
             f"home student{student}", lambda: _now(self.backend.account(student))
         )
 
-    async def wipe(self, account: Account) -> None:
-        await self.step(f"wipe-home {account.name}", lambda: self.backend.reset_home(account))
+    async def wipe(self, account: Account, *, once: bool = True) -> None:
+        await self.step(f"wipe-home {account.name}", lambda: self.backend.reset_home(account),
+                        once=once)
 
     async def end_processes(self, account: Account) -> None:
-        count = await self.step(
-            f"end-processes {account.name}", lambda: self.backend.end_processes(account)
-        )
-        if count:
-            self.result.setdefault("processes_ended", {})[account.name] = count
+        async def end() -> int:
+            count = await self.backend.end_processes(account)
+            if count:
+                self.result.setdefault("processes_ended", {})[account.name] = count
+            return count
+
+        await self.step(f"end-processes {account.name}", end, once=True)
+
+    async def completion(self, account: Account, workshop: Workshop) -> int:
+        """CLEANUP step 3, computed once: a re-run must not read the home the first run wiped."""
+        folder = account.home / workshop.content
+
+        async def measure() -> int:
+            ratio = await asyncio.to_thread(completion_ratio, folder)
+            self.result["completion"] = ratio
+            return ratio
+
+        return int(await self.step("completion", measure, once=True))
 
 
 async def _now(value: Any) -> Any:
     return value
+
+
+def _same(current: Any, wanted: Any) -> bool:
+    """A portal field equals what we would send (the API-DB may store "true" for true)."""
+    return str(current).lower() == str(wanted).lower()
 
 
 def resolve(renderer: Renderer, key: str) -> Any:
@@ -279,39 +327,97 @@ def resolve(renderer: Renderer, key: str) -> Any:
 # -- the verbs -------------------------------------------------------------------------------
 
 
+HOME_READY = "home ready"
+"""CREATE's checkpoint: the home is wiped, compiled, hooked and deployed, in one piece."""
+
+
 async def create(order: OrderRun) -> None:
+    """CREATE N C W, resumable:
+
+    - student, workshop, appliance target, template check, home lookup: repeated (they
+      change nothing).
+    - password: drawn once, saved in the record before use; a re-run takes the same one.
+    - set-password: once (the same password again would be harmless; skipping is cheaper).
+    - wipe, compile, create hook, deploy, post-copy hook: one block, recorded as `home ready`
+      when all of it is done. Until then nobody was told about the home, so an interrupted
+      block is redone from the wipe (a half-deployed home is never kept). Once recorded, never
+      again: the participant may be working in it.
+    - portal student password: once (idempotent anyway).
+    - portal customer active: once; confirmed from the portal on a re-run in doubt, so the
+      participant is never told twice.
+    - hub start: once. A hub failure after `active` does not fail the order (see
+      `start_server_after_active`).
+    """
     backend = order.backend
     student = await order.student()
     workshop = await order.workshop()
     target = await order.target(workshop, student)
-    if not backend.hooks.has("create", workshop.content):
+    if not order.steps.passed(HOME_READY) and not backend.hooks.has("create", workshop.content):
         # Nothing can add variables before the deploy: a broken template fails the order
         # here, before the password or the home is touched.
         await order.step("check-templates", lambda: backend.check_templates(workshop, student))
     account = await order.account(student)
     password = await order.password()
     await order.set_password(workshop, student, password)
-    await order.wipe(account)
+    if not order.steps.passed(HOME_READY):
+        await prepare_home(order, workshop, account, password, target)
+        await order.steps.mark(HOME_READY)
+    await order.update_student(student, password=password)
+    await order.update_customer(active=True, confirm=True)
+    await start_server_after_active(order, student)
+
+
+async def prepare_home(
+    order: OrderRun, workshop: Workshop, account: Account, password: str, target: str | None
+) -> None:
+    """CREATE steps 3-7, all repeated until the whole block is done (see `create`)."""
+    backend, student = order.backend, account.student
+    await order.wipe(account, once=False)
     if workshop.record.compile:
         renderer = backend.renderer(workshop, student, password)
         made = await order.step(
             "compile", lambda: backend.compile_scripts(workshop, account, renderer)
         )
         order.result["compiled"] = made
-    await order.hooks("create", workshop, [student], password=password, target=target)
+    await order.hooks("create", workshop, [student], password=password, target=target,
+                      once=False)
     deployed = await order.step(
         "deploy",
         lambda: backend.deploy(workshop, account, backend.renderer(workshop, student, password)),
     )
     order.result["deployed"] = {"files": deployed.files, "rendered": deployed.rendered,
                                 "bytes": deployed.bytes}
-    await order.hooks("post_copy", workshop, [student], password=password, target=target)
-    await order.update_student(student, password=password)
-    await order.update_customer(active=True)
-    await order.hub_call("hub start", True, student)
+    await order.hooks("post_copy", workshop, [student], password=password, target=target,
+                      once=False)
+
+
+async def start_server_after_active(order: OrderRun, student: int) -> None:
+    """CREATE step 8's last call. The participant has been told `active`: their home and
+    password are ready and JupyterHub starts their server at their first login anyway, so a
+    hub that fails here (down past the retry deadline, or refusing the token) leaves the
+    order `done`, with the failure in `result.warnings` and an error in the log, rather than
+    `failed` while the portal shows the participant as active."""
+    try:
+        await order.hub_call("hub start", True, student)
+    except StepFailed as exc:
+        warning = f"{exc} (the participant is active; JupyterHub starts the server at login)"
+        order.result.setdefault("warnings", []).append(warning)
+        log.error("hub start failed after active", error=str(exc))
 
 
 async def cleanup(order: OrderRun) -> None:
+    """CLEANUP N C W, resumable:
+
+    - student, workshop, target, home lookup: repeated (they change nothing).
+    - password: drawn once and saved; set-password and the portal's copy: once.
+    - cleanup hook: once (it may remove what a second run would not find).
+    - completion ratio: measured once and kept in the record; a re-run never measures the
+      home again (the first run may have wiped it: 0 would overwrite the real figure).
+    - every portal call and the hub stop: once; `cleaned` confirmed from the portal on a
+      re-run in doubt.
+    - wipe and end-processes: once (the student is unassigned by then; repeating would only
+      cost a new key pair and a kill grace).
+    """
     student = await order.student()
     workshop = await order.workshop()
     target = await order.target(workshop, student)
@@ -320,10 +426,7 @@ async def cleanup(order: OrderRun) -> None:
     await order.set_password(workshop, student, password)
     await order.update_student(student, password=password)
     await order.hooks("cleanup", workshop, [student], password=password, target=target)
-    ratio = await order.step(
-        "completion", lambda: asyncio.to_thread(completion_ratio, account.home / workshop.content)
-    )
-    order.result["completion"] = ratio
+    ratio = await order.completion(account, workshop)
     await order.update_customer(completionPercentage=ratio)
     await order.hub_call("hub stop", False, student)
     if workshop.record.reset:
@@ -333,10 +436,19 @@ async def cleanup(order: OrderRun) -> None:
         await order.update_student(student, assigned=False)
         await order.wipe(account)
         await order.end_processes(account)
-    await order.update_customer(cleaned=True)
+    await order.update_customer(cleaned=True, confirm=True)
 
 
 async def reset(order: OrderRun) -> None:
+    """RESET N|MIN,MAX C W, resumable:
+
+    - waiting for `cleaned`: once (a customer seen cleaned stays so).
+    - workshop, students, capacity check, homes, target: repeated (lookups); the capacity PUT
+      once.
+    - set-password: once per student (each gets a new password nobody is told about; a
+      re-run leaves those already changed alone).
+    - reset hook, each portal call, wipe, end-processes: once.
+    """
     await order.wait_cleaned()
     workshop = await order.workshop()
     if not workshop.record.reset:
@@ -373,6 +485,9 @@ async def _range_capacity(order: OrderRun, workshop: Workshop, students: list[in
 
 
 async def purge(order: OrderRun) -> None:
+    """PURGE N C W, resumable: waiting for `cleaned`, hub stop, set-password, the portal
+    call, wipe and end-processes are each done once; lookups are repeated; the password is
+    drawn once and saved."""
     await order.wait_cleaned()
     student = await order.student()
     workshop = await order.workshop()
@@ -441,5 +556,7 @@ class LifecycleRunner:
 def _summary(order: OrderRun) -> str:
     job = order.job
     student = order.result.get("student", job.student_field)
-    return f"{job.verb} {job.workshop} for student {student} done"
+    summary = f"{job.verb} {job.workshop} for student {student} done"
+    warnings = order.result.get("warnings")
+    return f"{summary}, but: {'; '.join(warnings)}" if warnings else summary
 

@@ -53,6 +53,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS orders_refused_peer ON orders (peer, id) WHERE state = 'rejected';
     CREATE INDEX IF NOT EXISTS orders_finished ON orders (finished_at);
     """,
+    # 2: steps an order has done, so that a re-run skips those a participant or a peer
+    # has seen (see steps.Steps); one row per order and step name.
+    """
+    CREATE TABLE IF NOT EXISTS steps (
+        job_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        detail TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (job_id, name)
+    );
+    """,
 )
 VERSION = len(MIGRATIONS)
 

@@ -9,12 +9,18 @@ A step that raises a `TransientError` is tried again with exponential backoff an
 the order's concurrency slot given back while it sleeps, for at most `deadline_seconds`
 from the step's first try (per step, so an order that first waited long for the portal
 still gets its retries); any other error, or the deadline, fails the step and the order.
+
+A step run with `once=True` also gets a `done` row in the journal's `steps` table, committed
+(with the order's result so far) before the order goes on. A re-run of the order (after a
+crash, or a retry) skips those and returns the value they returned the first time; the
+lifecycle decides, per verb, which steps are `once`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +30,7 @@ import structlog
 
 from wodmail.dispatcher import JobContext
 from wodmail.errors import TransientError, WodmailError
+from wodmail.journal import StepRecord
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -57,10 +64,30 @@ class Steps:
     def __init__(self, ctx: JobContext, policy: RetryPolicy) -> None:
         self._ctx = ctx
         self._policy = policy
-        self.result: dict[str, Any] = {"steps": []}
+        self._done = ctx.done_steps()
+        # A re-run starts from what the earlier run recorded (password, completion ...),
+        # with a fresh list of this run's steps.
+        carried = {k: v for k, v in ctx.job.result.items() if k != "steps"} if ctx.rerun else {}
+        self.result: dict[str, Any] = {**carried, "steps": []}
 
-    async def run(self, name: str, action: Callable[[], Awaitable[T]]) -> T:
-        """Runs `action` as step `name`, retrying transient failures until the deadline."""
+    def passed(self, name: str) -> bool:
+        """Did an earlier run of this order record `name` as done?"""
+        return name in self._done
+
+    async def run(
+        self, name: str, action: Callable[[], Awaitable[T]], *, once: bool = False
+    ) -> T:
+        """Runs `action` as step `name`, retrying transient failures until the deadline.
+
+        With `once`, a step an earlier run recorded as done is not run again (its value then
+        is the one it returned that time), and its own completion is committed before this
+        returns.
+        """
+        if once and name in self._done:
+            self.result["steps"].append(
+                {"name": name, "status": "resumed", "why": "done by an earlier run"}
+            )
+            return self._done[name].detail.get("value")  # type: ignore[no-any-return]
         record: dict[str, Any] = {"name": name, "status": "running", "started_at": time.time()}
         self.result["steps"].append(record)
         started = time.monotonic()
@@ -88,7 +115,20 @@ class Steps:
                 raise StepFailed(name, exc, self.result) from exc
             else:
                 self._close(record, started, attempt, None)
+                if once:
+                    await self._record(name, record, {"value": _jsonable(value)})
                 return value
+
+    async def mark(self, name: str) -> None:
+        """Commits a checkpoint `name` (no action of its own): `passed(name)` on any re-run."""
+        await self._record(name, {"started_at": time.time()}, {})
+
+    async def _record(self, name: str, record: dict[str, Any], detail: dict[str, Any]) -> None:
+        kept = {k: v for k, v in record.items() if k not in ("name", "status", "started_at")}
+        step = StepRecord(self._ctx.job.id, name, "done", record.get("started_at"), time.time(),
+                          int(record.get("attempts", 1)), {**kept, **detail})
+        await self._ctx.record_step(step, self.result)
+        self._done[name] = step
 
     def skip(self, name: str, why: str) -> None:
         self.result["steps"].append({"name": name, "status": "skipped", "why": why})
@@ -110,6 +150,15 @@ class Steps:
 
     async def save(self) -> None:
         await self._ctx.save_progress(self.result)
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` if the journal can keep it as JSON, else None (the result holds what matters)."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    return value
 
 
 def _gave_up(exc: BaseException, attempts: int) -> WodmailError:
