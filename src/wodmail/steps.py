@@ -19,8 +19,8 @@ lifecycle decides, per verb, which steps are `once`.
 from __future__ import annotations
 
 import asyncio
-import random
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
