@@ -329,24 +329,34 @@ async def test_relaying_is_only_for_allowed_senders_and_networks(relay_config, s
     assert outbox(config) == [] and smarthost.mails() == []
 
 
-async def test_cli_lists_the_outbox_without_any_message_text(
+async def test_cli_lists_the_outbox_without_any_message_text_and_prunes_it(
     relay_config, smarthost, start_daemon, capsys, tmp_path
 ):
     smarthost.start()
-    config = relay_config()
+    config = relay_config(retry_base_seconds=3600, retry_max_seconds=3600)
     daemon = await start_daemon(config)
     await asyncio.to_thread(send_credentials, daemon.port)
     await eventually(lambda: [m for m in outbox(config) if m["state"] == "sent"], "delivery")
+    smarthost.refuse("421 4.3.2 shutting down", times=1)
+    await asyncio.to_thread(send_credentials, daemon.port, "joe@example.net")
+    await eventually(lambda: [m for m in outbox(config) if m["last_error"]], "a failed try")
     config_file = tmp_path / "wodmail.yml"
     config_file.write_text(json.dumps({"state_dir": str(config.state_dir)}))
     assert await asyncio.to_thread(cli.main, ["relay", "--json", "--config", str(config_file)]) == 0
-    [mail] = json.loads(capsys.readouterr().out)
-    assert (mail["state"], mail["recipients"], mail["subject"]) == (
+    [waiting, sent] = json.loads(capsys.readouterr().out)
+    assert (sent["state"], sent["recipients"], sent["subject"]) == (
         "sent", ["jane@example.com"], "Workshops-on-Demand credentials")
-    assert "message" not in mail
+    assert (waiting["state"], waiting["pending"]) == ("queued", ["joe@example.net"])
+    assert waiting["last_error"] == "421 4.3.2 shutting down" and waiting["next_attempt_at"]
+    assert "message" not in sent
     assert await asyncio.to_thread(cli.main, ["relay", "--config", str(config_file)]) == 0
     table = capsys.readouterr().out
     assert "sent" in table and "jane@example.com" in table and PASSWORD not in table
+
+    prune = ["prune", "--older-than", "0", "--config", str(config_file)]
+    assert await asyncio.to_thread(cli.main, prune) == 0
+    assert "1 relayed mails finished more than 0 days ago deleted" in capsys.readouterr().out
+    assert [m["pending"] for m in outbox(config)] == [["joe@example.net"]]
 
 
 # --- the pieces ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`wodmail`: serve | jobs | show | relay | render | check-config | demo."""
+"""`wodmail`: serve, jobs, show, retry, cancel, prune, relay, render, check-config, demo."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -297,6 +298,11 @@ def _cmd_prune(config: Config, args: argparse.Namespace) -> int:
     print(f"{sum(pruned.by_state.values())} orders finished more than {args.older_than:g} days "
           f"ago deleted{f' ({counts})' if counts else ''}; {pruned.over_peer_cap} refusals over "
           f"the {config.max_refusals_per_peer} kept per client deleted")
+    if config.outbox_path().exists():
+        from wodmail.relay import prune_outbox
+
+        relayed = prune_outbox(config.outbox_path(), time.time() - args.older_than * 86400)
+        print(f"{relayed} relayed mails finished more than {args.older_than:g} days ago deleted")
     return 0
 
 

@@ -375,6 +375,20 @@ def list_outbox(
         conn.close()
 
 
+def prune_outbox(path: Path, before: float) -> int:
+    """Deletes mail finished (sent or failed) before `before`; queued mail is never touched."""
+    if not path.exists():
+        return 0
+    conn = _connect(path)
+    try:
+        cursor = conn.execute(
+            "DELETE FROM outbox WHERE state != ? AND finished_at < ?", (QUEUED, before)
+        )
+        return cursor.rowcount
+    finally:
+        conn.close()
+
+
 # --- the relay -----------------------------------------------------------------------------
 
 
