@@ -48,6 +48,7 @@ class PasswdEntry:
     uid: int
     gid: int
     home: Path
+    shell: str = "/bin/sh"
 
 
 class UserDb:
@@ -68,7 +69,8 @@ class UserDb:
                     raise AccountError(f"{self.passwd_file} line {line_no}: too few fields")
                 uid = _id_field(fields[2], "uid", self.passwd_file, line_no)
                 gid = _id_field(fields[3], "gid", self.passwd_file, line_no)
-                return PasswdEntry(name=name, uid=uid, gid=gid, home=Path(fields[5]))
+                home, shell = Path(fields[5]), fields[6].strip() or "/bin/sh"
+                return PasswdEntry(name=name, uid=uid, gid=gid, home=home, shell=shell)
         raise AccountError(f"no user {name} in {self.passwd_file}")
 
     def uid(self, name: str) -> int:

@@ -28,21 +28,28 @@ from wodmail.logs import register_secret
 from wodmail.passwords import generate_password
 from wodmail.portal import PortalClient
 from wodmail.studentvars import StudentVars
-from wodmail.templating import Renderer, layer_variables, load_vars_file
+from wodmail.templating import Renderer, layer_variables
+from wodmail.varsfiles import load_vars_file
 from wodmail.workshop import Workshop
 
 log = structlog.get_logger(__name__)
 
 
 def load_base_variables(config: Config) -> dict[str, Any]:
-    """Every configuration variable of the backend: group_vars files in order, then `vars`."""
-    merged: dict[str, Any] = {}
+    """Every template variable of the backend that no order changes, later winning: the
+    installation's (inventories, facts, /etc/wod.yml), wodmail's `group_vars` files in
+    order, `vars`, then the installation's `-e` extra vars (which win, as in Ansible)."""
+    installation = config.wod_installation
+    merged: dict[str, Any] = installation.base_variables() if installation else {}
+    vault = installation.vault if installation else None
     for path in config.group_vars:
         try:
-            merged.update(load_vars_file(path))
+            merged.update(load_vars_file(path, vault))
         except TemplateError as exc:
             raise ConfigurationError(f"group_vars: {exc}") from None
     merged.update(config.vars)
+    if installation is not None:
+        merged.update(installation.extra_variables())
     return merged
 
 
@@ -197,16 +204,28 @@ class Backend:
         """The template variables of a CREATE for `student`, layered as LIFECYCLE.md says."""
         exposed = password if (workshop.record.ldap or workshop.record.varpass) else None
         notebooks = self.config.notebooks
+        installation = self.config.wod_installation
+        per_student = self.student_vars.load(student, workshop.content)
+        extra: dict[str, Any] = {}
+        if installation is not None:
+            # The vaulted pass/variables_<W>_<N>.yml that create hooks write, as
+            # copy_folder.yml included it; then what hooks gave wodmail itself.
+            per_student = {
+                **installation.student_variables(workshop.name, student), **per_student
+            }
+            extra = installation.extra_variables()
         variables = layer_variables(
             self.base_vars,
             self._vars_file(notebooks.public_vars, notebooks.public, workshop),
             self._vars_file(notebooks.private_vars, notebooks.private, workshop),
-            self.student_vars.load(student, workshop.content),
+            per_student,
             stdid=student,
             workshop_ws=workshop.content,
             challenge_w=workshop.name,
             mode=workshop.mode,
             password=exposed,
+            extra_vars=extra,
+            vault=installation.vault if installation else None,
         )
         return Renderer(variables)
 

@@ -13,9 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from wodmail.errors import ConfigurationError
+from wodmail.installation import DEFAULT_WOD_SH, DEFAULT_WOD_YML, Installation, read_installation
 
 CONFIG_ENV = "WODMAIL_CONFIG"
 
@@ -148,6 +157,16 @@ class Relay(_Section):
         return cleaned
 
 
+class InstallationSettings(_Section):
+    """Where the WoD installation is; present in the file means: read it (see installation)."""
+
+    wod_sh: Path = DEFAULT_WOD_SH
+    backend_dir: Path | None = Field(None, description="default: WODBEDIR of wod.sh")
+    private_dir: Path | None = Field(None, description="default: WODPRIVDIR of wod.sh")
+    group: str | None = Field(None, description="default: WODGROUP of wod.sh")
+    wod_yml: Path = DEFAULT_WOD_YML
+
+
 class Config(_Section):
     listen: Listen = Field(default_factory=Listen)
     state_dir: Path = Path("/var/lib/wodmail")
@@ -170,7 +189,18 @@ class Config(_Section):
     relay: Relay = Field(default_factory=Relay)
     vars: dict[str, Any] = Field(default_factory=dict)
     group_vars: list[Path] = Field(default_factory=list)
+    installation: InstallationSettings | None = None
     source: Path | None = Field(None, exclude=True, description="the file this was read from")
+    # The installation read at load time, and where each installation-given value came from.
+    _installation: Installation | None = PrivateAttr(None)
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _explicit: frozenset[str] = PrivateAttr(frozenset())
+    _source_name: str = PrivateAttr("wodmail.yml")
+
+    @property
+    def wod_installation(self) -> Installation | None:
+        """The WoD installation read at load time (None without an `installation` block)."""
+        return self._installation
 
     @field_validator("allowed_networks")
     @classmethod
@@ -207,24 +237,112 @@ class Config(_Section):
         return self.state_dir / "outbox.sqlite3"
 
 
-def _format_errors(source: str, exc: ValidationError) -> str:
+def _format_errors(
+    source: str, exc: ValidationError, origins: dict[str, str], explicit: dict[str, Any]
+) -> str:
+    """One line per error, naming the file (or the installation variable) and the key."""
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"{source}: {key}: {error['msg']}")
+        where = source
+        if key in origins and not _has_path(explicit, key):
+            where = origins[key]
+        lines.append(f"{where}: {key}: {error['msg']}")
     return "\n".join(lines)
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:
-    """Validates an already-loaded mapping; errors name `source` and the key path."""
+    """Validates an already-loaded mapping; errors name `source` and the key path.
+
+    With an `installation` block, the installation is read and gives the defaults of the
+    keys it defines (explicit keys still win); `provenance()` then tells where each
+    effective value came from.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigurationError(f"{source}: the top level must be a mapping of keys")
+    installation = None
+    origins: dict[str, str] = {}
+    merged = data
+    if "installation" in data:
+        installation = _read_installation(data, source)
+        defaults, origins = installation.config_defaults()
+        merged = _deep_merge(defaults, data)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigurationError(_format_errors(source, exc)) from None
+        raise ConfigurationError(_format_errors(source, exc, origins, data)) from None
+    config._installation = installation
+    config._origins = origins
+    config._explicit = frozenset(key for key in _leaf_keys(config) if _has_path(data, key))
+    config._source_name = source
+    return config
+
+
+def _read_installation(data: dict[str, Any], source: str) -> Installation:
+    try:
+        settings = InstallationSettings.model_validate(data.get("installation") or {})
+    except ValidationError as exc:
+        errors = _format_errors(source, exc, {}, {})
+        prefixed = errors.replace(f"{source}: ", f"{source}: installation.")
+        raise ConfigurationError(prefixed) from None
+    accounts = data.get("accounts")
+    root = accounts.get("root", "/") if isinstance(accounts, dict) else "/"
+    return read_installation(
+        settings.wod_sh,
+        backend_dir=settings.backend_dir,
+        private_dir=settings.private_dir,
+        group=settings.group,
+        wod_yml=settings.wod_yml,
+        accounts_root=Path(root),
+    )
+
+
+def _deep_merge(defaults: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in explicit.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _leaf_keys(model: BaseModel, prefix: str = "") -> list[str]:
+    """Dotted keys of every setting (sections descended into, mappings like `vars` kept whole)."""
+    keys = []
+    for name, info in type(model).model_fields.items():
+        if info.exclude:
+            continue
+        value = getattr(model, name)
+        if isinstance(value, _Section):
+            keys.extend(_leaf_keys(value, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _has_path(data: Any, key: str) -> bool:
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+def provenance(config: Config) -> dict[str, str]:
+    """Every effective setting (dotted key) and where it came from: the config file,
+    the installation (variable and file), or `default`."""
+    origins = {}
+    for key in _leaf_keys(config):
+        if key in config._explicit:
+            origins[key] = str(config.source or config._source_name)
+        elif key in config._origins:
+            origins[key] = config._origins[key]
+        else:
+            origins[key] = "default"
+    return origins
 
 
 def load_config(path: Path | str | None = None) -> Config:

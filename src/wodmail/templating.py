@@ -59,6 +59,9 @@ from jinja2.runtime import Context, missing
 from jinja2.sandbox import SandboxedEnvironment
 
 from wodmail.errors import TemplateError
+from wodmail.varsfiles import UnsafeText as _UnsafeText
+from wodmail.varsfiles import load_vars_file
+from wodmail.vault import Vault
 
 __all__ = [
     "Renderer",
@@ -208,12 +211,6 @@ class _ExpansionFailure(_WodUndefined):
 
 
 # --- variables --------------------------------------------------------------------------
-
-
-class _UnsafeText(str):
-    """A string tagged `!unsafe` in YAML: never expanded as a template (as in Ansible)."""
-
-    __slots__ = ()
 
 
 class _Variables:
@@ -788,6 +785,22 @@ class Renderer:
             _RECORDER.reset(token)
         return str(result)
 
+    def value(self, name: str) -> Any:
+        """The expanded value of variable `name` (native type); KeyError if undefined.
+
+        Raises TemplateError when the value cannot be expanded (an undefined variable in
+        it, a syntax error ...), naming the variable.
+        """
+        value = self._variables.get(name)
+        if value is missing:
+            raise KeyError(name)
+        if isinstance(value, Undefined):
+            try:
+                str(value)
+            except Exception as exc:
+                raise TemplateError(name, _describe(exc)) from None
+        return value
+
     def undefined_variables(self, text: str, name: str) -> set[str]:
         """Every undefined variable that rendering `text` would use, not only the first.
 
@@ -815,54 +828,7 @@ class Renderer:
         return recorder
 
 
-# --- variable files and layering -----------------------------------------------------
-
-
-class _VarsLoader(yaml.SafeLoader):
-    """YAML as Ansible reads vars files: `!unsafe` strings stay literal; `!vault` refused."""
-
-
-def _construct_unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return _UnsafeText(loader.construct_scalar(node))
-    message = "!unsafe applies to strings only"
-    raise yaml.constructor.ConstructorError(None, None, message, node.start_mark)
-
-
-def _construct_vault(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    raise yaml.constructor.ConstructorError(
-        None, None, "Ansible Vault values (!vault) are not supported", node.start_mark
-    )
-
-
-_VarsLoader.add_constructor("!unsafe", _construct_unsafe)
-_VarsLoader.add_constructor("!vault", _construct_vault)
-
-
-def load_vars_file(path: Path) -> dict[str, Any]:
-    """The variables of a WoD vars file (`variables_<W>.yml`, a group_vars file).
-
-    Raises TemplateError naming the file when it cannot be read or is not a YAML mapping.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TemplateError(str(path), f"cannot read variables file: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise TemplateError(str(path), f"variables file is not UTF-8: {exc.reason}") from exc
-    try:
-        data = yaml.load(text, Loader=_VarsLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise TemplateError(str(path), f"invalid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        found = type(data).__name__
-        raise TemplateError(str(path), f"expected a mapping of variables, found a {found}")
-    not_names = [key for key in data if not isinstance(key, str)]
-    if not_names:
-        raise TemplateError(str(path), f"variable names must be strings, found {not_names[0]!r}")
-    return data
+# --- layering ---------------------------------------------------------------------------
 
 
 def layer_variables(
@@ -876,27 +842,34 @@ def layer_variables(
     challenge_w: str,
     mode: str,
     password: str | None,
+    extra_vars: Mapping[str, Any] | None = None,
+    vault: Vault | None = None,
 ) -> dict[str, Any]:
     """The template variables of one CREATE, later layers winning (LIFECYCLE, deploy step 4).
 
-    Vars files that do not exist are skipped, as the old playbook did. STDID is a string,
-    as it was when passed with `ansible-playbook -e STDID=N`. PASSSTU is defined only when
-    a `password` is given (workshops flagged `ldap` or `varpass`): a template that uses it
-    otherwise fails as it did under Ansible, rather than showing an empty password. The
-    result holds that password: never log it.
+    Vars files that do not exist are skipped, as the old playbook did. `extra_vars` are the
+    installation's `-e` options (WODANSPLAYOPT, WODANSPRIVOPT): as under ansible-playbook,
+    they win over the workshop's files and the per-student variables. STDID is a string,
+    as it was when passed with `ansible-playbook -e STDID=N`; DIR is empty, as the old
+    backend passed it. PASSSTU is defined only when a `password` is given (workshops
+    flagged `ldap` or `varpass`): a template that uses it otherwise fails as it did under
+    Ansible, rather than showing an empty password. The result holds that password: never
+    log it.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, not {mode!r}")
     layered = dict(config_vars)
     for path in (public_vars_file, private_vars_file):
         if path is not None and path.is_file():
-            layered.update(load_vars_file(path))
+            layered.update(load_vars_file(path, vault))
     layered.update(student_vars)
+    layered.update(extra_vars or {})
     layered.update(
         STDID=str(stdid),
         WORKSHOP=workshop_ws,
         CHALLENGE=challenge_w,
         MODEWS=mode,
+        DIR="",
     )
     if password is not None:
         layered["PASSSTU"] = password
