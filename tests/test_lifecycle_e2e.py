@@ -487,10 +487,13 @@ async def test_object_promise_with_an_unknown_customer_fails_with_the_reason(san
 
 
 @needs_root
-async def test_hub_token_without_scope_is_a_configuration_warning_after_active(sandbox, backend):
+async def test_hub_refusing_the_start_is_a_configuration_warning_after_active(sandbox, backend):
     # After `active` the participant is shown as ready: the order is done, the hub's refusal
     # (a configuration error, not retried) is its warning (README: hub failure after active).
-    sandbox.hub.set_scopes()  # the token may do nothing
+    # The token passed the CREATE's preflight: its role lost the scope meanwhile.
+    sandbox.hub.refuse_starts(
+        403, "Action is not authorized with current scopes; requires any of [start:servers]"
+    )
     wod = await backend(dispatch={"retry_deadline_seconds": 60})
     job = await wod.order("CREATE 2 2", WS)
     assert job.state is JobState.DONE, job.reason
@@ -501,3 +504,19 @@ async def test_hub_token_without_scope_is_a_configuration_warning_after_active(s
     hub_step = job.result["steps"][-1]
     assert hub_step["name"] == "hub start" and hub_step["status"] == "failed"
     assert hub_step.get("attempts", 1) == 1
+
+
+@needs_root
+async def test_hub_token_without_scope_fails_the_create_before_any_change(sandbox, backend):
+    sandbox.hub.set_scopes("read:users", "read:servers")  # may look, not start
+    wod = await backend(dispatch={"retry_deadline_seconds": 60})
+    job = await wod.order("CREATE 2 2", WS)
+    assert job.state is JobState.FAILED
+    # Found by the CREATE's preflight, before the password or the home was touched.
+    assert job.reason.startswith("hub check student2: ")
+    assert "may not start servers" in job.reason and "start:servers" in job.reason
+    hub_step = job.result["steps"][-1]
+    assert hub_step["name"] == "hub check student2" and hub_step.get("attempts", 1) == 1
+    steps = [step["name"] for step in job.result["steps"]]
+    assert "set-password student2" not in steps and "wipe-home student2" not in steps
+    assert portal_writes(sandbox) == []

@@ -76,7 +76,8 @@ class Portal(_Section):
 class Hub(_Section):
     url: str | None = None
     token: str = ""
-    timeout_seconds: float = Field(10.0, gt=0)
+    # Above the hub's own slow_spawn_timeout/slow_stop_timeout (10 s), after which it answers 202.
+    timeout_seconds: float = Field(30.0, gt=0)
 
 
 class Ldap(_Section):

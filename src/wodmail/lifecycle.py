@@ -211,13 +211,25 @@ class OrderRun:
             self.steps.skip(name, "no hub configured")
             return
         user = f"student{student}"
+        call = hub.start_server if start else hub.stop_server
+        within = self.backend.config.dispatch.retry_deadline_seconds
 
-        async def call() -> str:
-            outcome = await (hub.start_server(user) if start else hub.stop_server(user))
+        async def run() -> str:
+            outcome = await call(user, within=within, pause=self.idle_sleep)
             self.result["hub"] = outcome
             return outcome
 
-        await self.step(name, call, once=True)
+        await self.step(name, run, once=True)
+
+    async def hub_preflight(self, student: int) -> None:
+        """Before a CREATE changes anything: the hub has the student and may start servers."""
+        hub, user = self.hub, f"student{student}"
+        if hub is not None:
+            await self.step(f"hub check {user}", lambda: hub.preflight(user))
+
+    async def idle_sleep(self, seconds: float) -> None:
+        async with self.ctx.idle():
+            await asyncio.sleep(seconds)
 
     async def update_student(self, student: int, **fields: Any) -> None:
         portal = self.portal
@@ -356,6 +368,7 @@ async def create(order: OrderRun) -> None:
         # Nothing can add variables before the deploy: a broken template fails the order
         # here, before the password or the home is touched.
         await order.step("check-templates", lambda: backend.check_templates(workshop, student))
+    await order.hub_preflight(student)
     account = await order.account(student)
     password = await order.password()
     await order.set_password(workshop, student, password)
