@@ -87,9 +87,16 @@ class Backend:
         self.keys.start()
 
     @classmethod
-    def from_config(cls, config: Config) -> Backend:
-        portal = None
-        if config.portal.url:
+    def from_config(cls, config: Config, *, previous: Backend | None = None) -> Backend:
+        """The backend of `config`. On a reload, `previous` lends what still fits: its key
+        pool, and its portal and hub clients (with their tokens) when their settings match.
+        Raises `ConfigurationError` before anything is built if hooks or variables are bad."""
+        hooks = Hooks.from_config(config)
+        base_vars = load_base_variables(config)
+        portal = hub = None
+        if previous is not None and previous.config.portal == config.portal:
+            portal = previous.portal
+        elif config.portal.url:
             portal = PortalClient(
                 config.portal.url,
                 config.portal.user,
@@ -97,18 +104,25 @@ class Backend:
                 timeout=config.portal.timeout_seconds,
                 token_ttl=config.portal.token_ttl_seconds,
             )
-        hub = None
-        if config.hub.url:
+        if previous is not None and previous.config.hub == config.hub:
+            hub = previous.hub
+        elif config.hub.url:
             hub = HubClient(config.hub.url, config.hub.token, timeout=config.hub.timeout_seconds)
         register_secret(config.accounts.ldap.password, permanent=True)
-        return cls(
+        backend = cls(
             config=config,
             portal=portal,
             hub=hub,
-            hooks=Hooks.from_config(config),
-            base_vars=load_base_variables(config),
+            hooks=hooks,
+            base_vars=base_vars,
             student_vars=StudentVars(config.state_dir),
         )
+        if previous is not None:
+            backend.keys = previous.keys
+        return backend
+
+    def clients(self) -> list[PortalClient | HubClient]:
+        return [client for client in (self.portal, self.hub) if client is not None]
 
     async def aclose(self) -> None:
         self.keys.stop()

@@ -128,6 +128,8 @@ class Dispatch(_Section):
     queue_poll_seconds: float = Field(
         1.0, gt=0, description="how often the daemon looks for orders `wodmail retry` queued"
     )
+    # Keep below the unit's TimeoutStopSec (45 s) with room for closing sessions (5 s).
+    stop_grace_seconds: float = Field(20.0, ge=0)
 
 
 class Relay(_Section):

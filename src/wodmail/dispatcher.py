@@ -111,11 +111,14 @@ class Dispatcher:
         self._journal = journal
         self._runner = runner
         self._slots = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
+        self._withheld: list[asyncio.Task[None]] = []  # slots taken back by `resize`
         self._lanes: dict[str, deque[int]] = {}
         # Jobs waiting to reach the head of all their lanes: woken one by one, never all.
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._keys: dict[int, list[str]] = {}
+        self._executing: set[int] = set()  # jobs past their lanes and slot: doing work
         self._accepting = False
 
     async def start(self) -> None:
@@ -192,6 +195,15 @@ class Dispatcher:
                 ready.set_result(None)
 
     async def _execute(self, job: Job) -> None:
+        if not self._accepting:
+            return  # stopping: left for the next start, as it is in the journal
+        self._executing.add(job.id)
+        try:
+            await self._execute_now(job)
+        finally:
+            self._executing.discard(job.id)
+
+    async def _execute_now(self, job: Job) -> None:
         bound = structlog.contextvars.bound_contextvars(
             job=job.id, verb=job.verb, student=job.student_field, workshop=job.workshop
         )
@@ -235,8 +247,39 @@ class Dispatcher:
             log.error("order outcome not recorded: the journal is gone", outcome=state.value,
                       reason=reason, error=str(exc))
 
+    def resize(self, concurrency: int) -> None:
+        """Changes how many orders may do work at once (a reload); running ones go on."""
+        while concurrency > self.concurrency and self._withheld:
+            self._withheld.pop().cancel()
+            self.concurrency += 1
+        for _ in range(concurrency - self.concurrency):
+            self._slots.release()
+        loop = asyncio.get_running_loop()
+        for _ in range(self.concurrency - concurrency):
+            self._withheld.append(loop.create_task(self._withhold_slot()))
+        self.concurrency = concurrency
+
+    async def _withhold_slot(self) -> None:
+        await self._slots.acquire()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._slots.release()
+
+    def counts(self) -> tuple[int, int]:
+        """(orders doing work, orders waiting for their lane or a slot)."""
+        running = len(self._executing)
+        return running, len(self._tasks) - running
+
     async def stop(self, grace: float) -> None:
+        """Orders not started yet are left at once (they run on the next start); running
+        ones get `grace` seconds, then are interrupted and left likewise."""
         self._accepting = False
+        for task in self._withheld:
+            task.cancel()
+        waiting = [task for job_id, task in self._tasks.items() if job_id not in self._executing]
+        for task in waiting:
+            task.cancel()
         tasks = list(self._tasks.values())
         if not tasks:
             return

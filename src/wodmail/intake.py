@@ -82,6 +82,11 @@ class IntakeHandler:
         self._journal = journal
         self._relay = relay
         self._executor = executor
+        self.configure(config, senders)
+
+    def configure(self, config: Config, senders: list[str] | None = None) -> None:
+        """Takes the allow-lists and limits of `config` for the transactions from now on
+        (at start and on a reload; sessions already connected included)."""
         self._networks = config.networks()
         self._senders = frozenset(config.allowed_senders if senders is None else senders)
         self._limit = config.max_message_bytes

@@ -584,6 +584,10 @@ class Journal(JournalReader):
 
         await self._write(close)
 
+    def alive(self) -> bool:
+        """The writer thread is there to commit (it is not whether a commit would succeed)."""
+        return not self._closed and self._writer.is_alive()
+
     def close(self) -> None:
         if self._closed:
             return

@@ -26,6 +26,7 @@ import structlog
 
 from wodmail.appliance import appliance_target
 from wodmail.backend import Account, Backend
+from wodmail.config import Config
 from wodmail.dispatcher import JobContext
 from wodmail.errors import ConfigurationError, TemplateError, TransientError, WodmailError
 from wodmail.hooks import HookContext
@@ -545,7 +546,16 @@ class LifecycleRunner:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self._retired: list[Any] = []  # peer clients replaced by a reload, closed at the end
         backend.start()
+
+    def reconfigure(self, config: Config) -> None:
+        """Orders from now on run on a backend built from `config` (a reload); running ones
+        finish on theirs. Raises `ConfigurationError`, changing nothing, if it is bad."""
+        backend = Backend.from_config(config, previous=self.backend)
+        kept = backend.clients()
+        self._retired.extend(c for c in self.backend.clients() if c not in kept)
+        self.backend = backend
 
     async def __call__(self, job: Job, ctx: JobContext) -> dict[str, Any]:
         verb = VERBS.get(job.verb or "")
@@ -564,6 +574,8 @@ class LifecycleRunner:
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+        for client in self._retired:
+            await client.aclose()
 
 
 def _summary(order: OrderRun) -> str:

@@ -6,37 +6,48 @@ import asyncio
 import signal
 import socket
 import sqlite3
+import time
 from typing import Any
 
 import structlog
 
 from wodmail.backend import load_base_variables
-from wodmail.config import Config
+from wodmail.config import Config, load_config
 from wodmail.dispatcher import Dispatcher, Runner
 from wodmail.errors import WodmailError
 from wodmail.intake import IntakeHandler
 from wodmail.journal import Journal
+from wodmail.notify import Notifier, watchdog_interval
 from wodmail.relay import OrderMailbox, Relay, default_order_recipients
 from wodmail.smtp import SessionFactory, create_server_factory
 
 log = structlog.get_logger(__name__)
 
-STOP_GRACE_SECONDS = 30.0
+# Sessions get this long at shutdown to finish what their client already sent; idle ones end
+# at once. Running orders get `dispatch.stop_grace_seconds`. Both fit in TimeoutStopSec=45.
+SESSION_GRACE_SECONDS = 5.0
+HEARTBEAT_SECONDS = 1.0
+# Settings the running daemon cannot change: a reload keeps the running values.
+RESTART_ONLY = ("listen", "state_dir", "relay")
 
 
 class Daemon:
     """One wodmail instance. `start` recovers unfinished orders before taking new ones."""
 
-    def __init__(self, config: Config, runner: Runner) -> None:
+    def __init__(self, config: Config, runner: Runner, *, notifier: Notifier | None = None) -> None:
         self.config = config
         self._runner = runner
+        self.notifier = notifier or Notifier(None)
         self.journal: Journal | None = None
         self.dispatcher: Dispatcher | None = None
+        self._handler: IntakeHandler | None = None
         self._server: asyncio.base_events.Server | None = None
         self._sessions: SessionFactory | None = None
         self._queue_watch: asyncio.Task[None] | None = None
         self._queue_wake = asyncio.Event()
         self.relay: Relay | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.last_beat = time.monotonic()  # when the event loop last ran the heartbeat
 
     @property
     def port(self) -> int:
@@ -44,8 +55,17 @@ class Daemon:
             raise RuntimeError("not started")
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def accepting(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    @property
+    def sessions(self) -> SessionFactory | None:
+        return self._sessions
+
     async def start(self) -> None:
         config = self.config
+        self.notifier.status("recovering the journal")
         try:
             self.journal = Journal(
                 config.journal_path(),
@@ -83,10 +103,12 @@ class Daemon:
                 raise WodmailError(
                     f"cannot open the outbox {config.outbox_path()}: {exc}"
                 ) from None
-        handler = IntakeHandler(
+        self._handler = IntakeHandler(
             config, self.journal, self.dispatcher, senders=senders, relay=self.relay
         )
-        self._sessions = create_server_factory(handler, data_size_limit=config.max_message_bytes)
+        self._sessions = create_server_factory(
+            self._handler, data_size_limit=config.max_message_bytes
+        )
         try:
             self._server = await asyncio.get_running_loop().create_server(
                 self._sessions, config.listen.host, config.listen.port
@@ -105,6 +127,8 @@ class Daemon:
             port=self.port,
             journal=str(config.journal_path()),
         )
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        self.notifier.ready(self.status_text())
 
     def wake_queue(self) -> None:
         """Look for orders queued by `wodmail retry` now (SIGUSR1), not at the next poll."""
@@ -131,24 +155,96 @@ class Daemon:
                     log.info("order queued again", job=job.id, attempt=len(job.attempt_log))
                     self.dispatcher.submit(job)
 
-    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        if self._queue_watch is not None:
-            self._queue_watch.cancel()
-            self._queue_watch = None
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+    def status_text(self) -> str:
+        """What systemctl status shows: where it listens, orders running and waiting."""
+        if self.dispatcher is None or self._server is None:
+            return "starting"
+        running, waiting = self.dispatcher.counts()
+        return (
+            f"listening on {self.config.listen.host}:{self.port}; "
+            f"{running} orders running, {waiting} waiting"
+        )
+
+    async def _beat(self) -> None:
+        """Proves the event loop alive: WATCHDOG=1 while it runs (a wedged loop stops them,
+        and systemd restarts the service), STATUS= when it changes."""
+        interval = watchdog_interval()
+        period = min(HEARTBEAT_SECONDS, interval) if interval else HEARTBEAT_SECONDS
+        last_ping = 0.0
+        shown = ""
+        while True:
+            self.last_beat = now = time.monotonic()
+            if interval and now - last_ping >= interval and self._journal_alive():
+                self.notifier.watchdog()
+                last_ping = now
+            text = self.status_text()
+            if text != shown:
+                self.notifier.status(text)
+                shown = text
+            await asyncio.sleep(period)
+
+    def _journal_alive(self) -> bool:
+        return self.journal is not None and self.journal.alive()
+
+    async def reload(self) -> bool:
+        """Reads the configuration again and applies it to new orders, keeping connections;
+        a bad one is refused with the reason and the running one stays."""
+        self.notifier.reloading()
+        try:
+            config = load_config(self.config.source)
+            self._apply(config)
+        except WodmailError as exc:
+            reason = "; ".join(str(exc).splitlines())
+            log.error("configuration not reloaded; the running one stays", reason=reason)
+            return False
+        finally:
+            self.notifier.ready(self.status_text())
+        return True
+
+    def _apply(self, config: Config) -> None:
+        kept = [key for key in RESTART_ONLY if getattr(config, key) != getattr(self.config, key)]
+        if kept:
+            config = config.model_copy(update={key: getattr(self.config, key) for key in kept})
+        senders = config.senders(load_base_variables(config))
+        reconfigure = getattr(self._runner, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(config)  # may refuse the config: nothing is applied before it
+        assert self._handler and self._sessions and self.dispatcher and self.journal
+        self._handler.configure(config, senders)
+        self._sessions.update(data_size_limit=config.max_message_bytes)
+        self.dispatcher.resize(config.dispatch.concurrency)
+        self.journal.dedup_window = config.dedup_window_seconds
+        self.journal.refusals_per_peer = config.max_refusals_per_peer
+        self.config = config
+        if kept:
+            log.warning("changed settings take effect on the next restart", keys=kept)
+        log.info("configuration reloaded", source=str(config.source or "(embedded defaults)"),
+                 allowed_senders=len(senders), concurrency=config.dispatch.concurrency)
+
+    async def stop(self, grace: float | None = None) -> None:
+        if grace is None:
+            grace = self.config.dispatch.stop_grace_seconds
+        if self.dispatcher is not None:
+            running, _waiting = self.dispatcher.counts()
+            self.notifier.stopping(f"stopping: {running} orders get up to {grace:g} s")
+        for task in (self._heartbeat, self._queue_watch):
+            if task is not None:
+                task.cancel()
+        self._heartbeat = self._queue_watch = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # no new connections
         if self._sessions is not None:
             # Sessions still committing an order the client already sent (the portal never
-            # waits for the reply) must finish before the journal closes.
-            left = await self._sessions.wait_finished(grace)
+            # waits for the reply) finish before the journal closes; idle ones end now.
+            left = await self._sessions.wait_finished(SESSION_GRACE_SECONDS)
             if left:
                 log.warning("SMTP sessions still open at shutdown", count=left)
-        if self.relay is not None:
-            await self.relay.stop(grace)
-        if self.dispatcher is not None:
-            await self.dispatcher.stop(grace)
+        if server is not None:
+            await server.wait_closed()
+        # At the same time, so that the whole stop stays within one grace.
+        stopping = [part.stop(grace) for part in (self.relay, self.dispatcher) if part is not None]
+        await asyncio.gather(*stopping)
         if self.journal is not None:
             self.journal.close()
         close = getattr(self._runner, "aclose", None)
@@ -165,18 +261,38 @@ def order_recipients(config: Config, variables: dict[str, Any]) -> list[str]:
 
 
 async def serve_forever(config: Config, runner: Runner) -> None:
-    """Runs until SIGTERM or SIGINT, then stops gracefully."""
-    daemon = Daemon(config, runner)
-    await daemon.start()
+    """Runs until SIGTERM or SIGINT, then stops gracefully; SIGHUP reloads the config."""
+    daemon = Daemon(config, runner, notifier=Notifier.from_environment())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_stop(signum: signal.Signals) -> None:
+        log.info("signal received: stopping", signal=signum.name)
+        stop.set()
+
+    def on_reload() -> None:
+        if daemon.dispatcher is None or stop.is_set():
+            log.warning("signal received: reload ignored (starting or stopping)", signal="SIGHUP")
+            return
+        log.info("signal received: reloading the configuration", signal="SIGHUP")
+        task = loop.create_task(daemon.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    # Installed before READY=1: a reload or stop right after it must find them.
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
     loop.add_signal_handler(signal.SIGUSR1, daemon.wake_queue)
+    await daemon.start()
     try:
         await stop.wait()
     finally:
+        if reloads:
+            await asyncio.wait(reloads)
         await daemon.stop()
+        daemon.notifier.close()
 
 
 def check(config: Config) -> tuple[list[str], list[str]]:

@@ -131,6 +131,7 @@ class OrderSMTP(SMTP):
         # Set once the client can send no more: EOF, reset, write error or idle timeout.
         self._input_ended = False
         self._eof_received = False  # a FIN: everything the client sent has been read
+        self._reading_stopped = False  # `end_input`: we stopped reading (shutdown)
 
     # --- per-connection costs of stock aiosmtpd -------------------------------------------
 
@@ -185,7 +186,7 @@ class OrderSMTP(SMTP):
         # were already received. We first take in what the kernel still holds, then give the
         # reader a plain EOF so its buffer stays readable, and let the session drain it;
         # replies are dropped by `push`.
-        if error is not None and not self._eof_received:
+        if error is not None and not self._eof_received and not self._reading_stopped:
             self._read_what_the_kernel_still_holds()
         self._input_ended = True
         if self._timeout_handle is not None:
@@ -374,6 +375,23 @@ class OrderSMTP(SMTP):
             f"552 5.3.4 message of {size} bytes exceeds the {self.data_size_limit}-byte limit"
         )
 
+    def end_input(self) -> None:
+        """Reads no more from the client (shutdown): commands already received are still
+        answered, a transaction already sent is still delivered, then the session ends.
+        An idle session therefore ends at once."""
+        if self._input_ended:
+            return
+        self._input_ended = True
+        self._reading_stopped = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._reader.feed_eof()
+
+    @property
+    def live(self) -> bool:
+        task = self._handler_coroutine
+        return task is not None and not task.done()
+
     @property
     def session_task(self) -> asyncio.Task[None] | None:
         """The task serving this connection (None before the connection is made)."""
@@ -410,8 +428,19 @@ class SessionFactory:
         self._sessions.add(session)
         return session
 
+    def update(self, **session_options: Any) -> None:
+        """Options for sessions from now on (a reload); live sessions keep theirs."""
+        self._session_options.update(session_options)
+
+    def live(self) -> int:
+        """Sessions still being served."""
+        return sum(1 for session in self._sessions if session.live)
+
     async def wait_finished(self, grace: float) -> int:
-        """Wait up to `grace` seconds for live sessions to end; return how many are left."""
+        """Ends every session's input, waits up to `grace` seconds for them to finish what
+        was already received; returns how many are left."""
+        for session in list(self._sessions):
+            session.end_input()
         running = {task for session in self._sessions if (task := session.session_task)}
         running = {task for task in running if not task.done()}
         if running:
