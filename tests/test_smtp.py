@@ -536,6 +536,39 @@ async def test_shutdown_can_wait_for_sessions_still_draining() -> None:
     assert [d.content for d in handler.delivered] == [PORTAL_CONTENT]
 
 
+async def test_shutdown_ends_idle_sessions_at_once() -> None:
+    handler = RecordingHandler()
+    factory = create_server_factory(handler, data_size_limit=65536, hostname="backend.test")
+    server = await asyncio.get_running_loop().create_server(factory, HOST, 0)
+    port = int(server.sockets[0].getsockname()[1])
+    reader, writer = await asyncio.open_connection(HOST, port)
+    assert (await reader.readline()).startswith(b"220")
+    writer.write(b"EHLO client.test\r\n")
+    while not (await reader.readline()).startswith(b"250 "):
+        pass
+    server.close()
+    # The idle client holds its session open; a shutdown ends it instead of waiting for it.
+    left = await factory.wait_finished(grace=DEADLINE_SECONDS)
+    assert left == 0
+    assert await reader.read() == b""  # the server closed the connection
+    writer.close()
+    await server.wait_closed()
+
+
+async def test_shutdown_before_a_session_is_connected_ends_it_on_arrival() -> None:
+    factory = create_server_factory(RecordingHandler(), data_size_limit=65536, hostname="x")
+    session = factory()  # accepted by the kernel, its connection not yet made
+    assert await factory.wait_finished(grace=DEADLINE_SECONDS) == 0
+    server = await asyncio.get_running_loop().create_server(lambda: session, HOST, 0)
+    port = int(server.sockets[0].getsockname()[1])
+    reader, writer = await asyncio.open_connection(HOST, port)
+    assert (await reader.readline()).startswith(b"220")
+    assert await reader.read() == b""  # ended straight after its greeting
+    writer.close()
+    server.close()
+    await server.wait_closed()
+
+
 # --- configuration errors --------------------------------------------------------------
 
 

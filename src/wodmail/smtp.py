@@ -164,6 +164,8 @@ class OrderSMTP(SMTP):
         # loop answers with a 500 and then reads again; we turn it into _InputExhausted.
         super()._cb_client_connected(reader, writer)
         self._reader: _ClientInput = _ClientInput(reader)  # type: ignore[assignment]
+        if self._reading_stopped:  # the server stopped before this connection arrived
+            self._stop_reading()
 
     def eof_received(self) -> bool:
         # Why: stock cancels the session on EOF, dropping whatever is still buffered. The
@@ -383,6 +385,11 @@ class OrderSMTP(SMTP):
             return
         self._input_ended = True
         self._reading_stopped = True
+        if not isinstance(getattr(self, "_reader", None), _ClientInput):
+            return  # not connected yet: `_cb_client_connected` ends it on arrival
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
         if self.transport is not None:
             self.transport.pause_reading()
         self._reader.feed_eof()
