@@ -552,7 +552,10 @@ async def test_end_processes_terms_then_kills_the_stubborn(tmp_path: Path) -> No
 
         assert ended == 3
         assert await asyncio.wait_for(polite.wait(), 10) == -15  # SIGTERM was enough
-        assert await asyncio.wait_for(stubborn.wait(), 10) == -9  # needed SIGKILL
+        # It needed SIGKILL. The kills go out one pid at a time: when sh's sleep is killed
+        # first, sh may reap it and exit 128+9 before its own SIGKILL arrives.
+        assert await asyncio.wait_for(stubborn.wait(), 10) in (-signal.SIGKILL,
+                                                                128 + signal.SIGKILL)
         assert live_processes_of(PROCESS_UID) == []
     finally:  # if end_processes failed, leave nothing behind (sh's sleep included)
         for line in live_processes_of(PROCESS_UID):
