@@ -222,6 +222,35 @@ def _checked_home(home: Path) -> Path:
     return home
 
 
+def secure_home(home: Path, uid: int, gid: int) -> list[str]:
+    """Check `home` before any change to the account, and repair what is safe to repair.
+
+    A symlink, a non-directory or / is an AccountError. The home itself (not what is in it)
+    is given back to uid:gid when someone else owns it, and loses group and other write
+    bits; each repair is returned as a short text. AccountError when it cannot be repaired.
+    """
+    home = _checked_home(home)
+    repaired = []
+    info = os.lstat(home)
+    try:
+        if (info.st_uid, info.st_gid) != (uid, gid):
+            os.chown(home, uid, gid, follow_symlinks=False)
+            repaired.append(f"owner {info.st_uid}:{info.st_gid} -> {uid}:{gid}")
+        mode = info.st_mode & 0o7777
+        if mode & 0o022:
+            os.chmod(home, mode & ~0o022)
+            repaired.append(f"mode {mode:04o} -> {mode & ~0o022:04o}")
+    except OSError as exc:
+        raise AccountError(
+            f"home {home} is owned by {info.st_uid}:{info.st_gid} with mode "
+            f"{info.st_mode & 0o7777:04o} and cannot be given back to {uid}:{gid} "
+            f"without group/other write: {exc.strerror}"
+        ) from exc
+    if repaired:
+        log.warning("home repaired", home=str(home), repaired=repaired)
+    return repaired
+
+
 def _copy_into(src_dir: Path, dst_dir: Path) -> None:
     for entry in os.scandir(src_dir):
         target = dst_dir / entry.name

@@ -62,6 +62,8 @@ class Account:
     home: Path
     uid: int
     gid: int
+    repaired: tuple[str, ...] = ()
+    """What had to be repaired on the home itself (owner, mode) before the order used it."""
 
 
 @dataclass
@@ -137,12 +139,16 @@ class Backend:
         return student + self.config.students.base_id
 
     def account(self, student: int) -> Account:
+        """studentN, checked before anything changes it: known to accounts.root, with a home
+        that is a real directory (not a symlink) owned by it and not writable by others
+        (repaired when it is not)."""
         name = f"student{student}"
         home = self.config.students_dir / name
-        if not home.is_dir():
+        if not home.is_dir() and not home.is_symlink():
             raise AccountError(f"no home for {name} ({home} does not exist)")
         entry = self._users.user(name)
-        return Account(student, name, home, entry.uid, entry.gid)
+        repaired = accounts.secure_home(home, entry.uid, entry.gid)
+        return Account(student, name, home, entry.uid, entry.gid, tuple(repaired))
 
     def admin_uid(self) -> int | None:
         admin = self.config.accounts.admin_user
@@ -243,10 +249,17 @@ class Backend:
         )
         return Renderer(variables)
 
-    async def check_templates(self, workshop: Workshop, student: int) -> None:
-        """Every template problem of the workshop for `student`, all at once, before any change."""
+    async def check_templates(
+        self, workshop: Workshop, student: int, *, undefined_ok: bool = False
+    ) -> None:
+        """Every template problem of the workshop for `student`, all at once, before any change.
+
+        `undefined_ok`: only syntax errors count (a create hook may still set the variables).
+        """
         renderer = self.renderer(workshop, student, "preflight-password")
         issues = await asyncio.to_thread(check_tree, workshop.folder, renderer)
+        if undefined_ok:
+            issues = [issue for issue in issues if not issue.undefined]
         if issues:
             listed = "; ".join(f"{issue.file}: {issue.problem}" for issue in issues[:20])
             more = f" (and {len(issues) - 20} more)" if len(issues) > 20 else ""
@@ -287,13 +300,24 @@ class Backend:
             made.append(target.name)
         return made
 
+    def check_compile(self, workshop: Workshop) -> list[str]:
+        """CREATE preflight: every `compile` script is found and shc is installed."""
+        found = [str(self._find_script(name)) for name in workshop.record.compile]
+        if found and shutil.which("shc") is None:
+            raise ConfigurationError("shc is not installed; it is needed for `compile` workshops")
+        return found
+
     def _find_script(self, name: str) -> Path:
         if "/" in name or name.startswith("."):
             raise ConfigurationError(f"compile script name {name!r} is not a plain file name")
         for folder in (self.config.scripts.public, self.config.scripts.private):
             if folder is not None and (folder / name).is_file():
                 return folder / name
-        raise ConfigurationError(f"compile script {name} is in neither scripts folder")
+        folders = ", ".join(str(f) for f in (self.config.scripts.public,
+                                             self.config.scripts.private) if f is not None)
+        raise ConfigurationError(
+            f"compile script {name} is in neither scripts folder ({folders or 'none set'})"
+        )
 
 
 async def _shc(text: str, target: Path) -> None:

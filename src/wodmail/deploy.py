@@ -80,6 +80,8 @@ class TemplateIssue:
 
     file: str
     problem: str
+    undefined: bool = False
+    """An undefined variable (which a create hook may still provide), not a syntax error."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ def check_tree(source: Path, renderer: Renderer) -> list[TemplateIssue]:
         except TemplateError as exc:
             issues.append(TemplateIssue(name, str(exc).removeprefix(f"{exc.file}: ")))
             continue
-        issues.extend(TemplateIssue(name, _undefined_problem(item)) for item in sorted(undefined))
+        issues.extend(TemplateIssue(name, _undefined_problem(item), undefined=True)
+                      for item in sorted(undefined))
     return issues
 
 

@@ -258,6 +258,24 @@ class Hooks:
         """Whether any module function or executable script exists for `phase` of `content`."""
         return bool(self._steps(phase, content))
 
+    def preflight(self, phases: Sequence[str], content: str) -> list[str]:
+        """Before an order changes anything: each script that will run can be started.
+
+        ConfigurationError naming the script when it has no `#!` line (and is no binary) or
+        its interpreter is missing. Returns warnings for scripts that will be skipped
+        because they are not executable (as the procmail API's `-x` tests skipped them).
+        """
+        warnings = []
+        for phase in phases:
+            for step in self._steps(phase, content):
+                if step.script is not None:
+                    _check_startable(step.script)
+            for _, folder in self._sides:
+                ignored = _ignored_script(folder, phase, content)
+                if ignored is not None:
+                    warnings.append(f"{ignored} is not executable: skipped")
+        return warnings
+
     async def run(self, phase: str, ctx: HookContext) -> list[HookRun]:
         """Run every hook of `phase` for `ctx.content`, in order; HookFailed on the first failure.
 
@@ -467,6 +485,33 @@ def _executable_script(folder: Path | None, phase: str, content: str) -> Path | 
     if script.is_file() and os.access(script, os.X_OK):
         return script
     return None
+
+
+def _ignored_script(folder: Path | None, phase: str, content: str) -> Path | None:
+    if folder is None:
+        return None
+    script = folder / _script_name(phase, content)
+    return script if script.is_file() and not os.access(script, os.X_OK) else None
+
+
+def _check_startable(script: Path) -> None:
+    try:
+        with script.open("rb") as stream:
+            head = stream.read(256)
+    except OSError as exc:
+        raise ConfigurationError(f"hook script {script} cannot be read: {exc.strerror}") from exc
+    if head.startswith(b"\x7fELF"):
+        return
+    if not head.startswith(b"#!"):
+        raise ConfigurationError(
+            f"hook script {script} has no #! line: it cannot be started (add #!/bin/bash)"
+        )
+    words = head[2:].split(b"\n", 1)[0].split()
+    interpreter = Path(os.fsdecode(words[0])) if words else None
+    if interpreter is None or not os.access(interpreter, os.X_OK):
+        raise ConfigurationError(
+            f"hook script {script}: its interpreter {interpreter} is not an executable file"
+        )
 
 
 def _ignored_scripts(folder: Path | None) -> list[Path]:

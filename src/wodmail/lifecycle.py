@@ -291,9 +291,36 @@ class OrderRun:
     # -- homes -------------------------------------------------------------------------------
 
     async def account(self, student: int) -> Account:
-        return await self.step(
+        """The account and its home, checked (and the home repaired) before any change."""
+        account: Account = await self.step(
             f"home student{student}", lambda: _now(self.backend.account(student))
         )
+        if account.repaired:
+            self.result.setdefault("home_repaired", {})[account.name] = list(account.repaired)
+        return account
+
+    # -- preflight: what could fail the order after its first destructive step -------------
+
+    async def preflight(self, workshop: Workshop, student: int, phases: tuple[str, ...]) -> None:
+        """Hook scripts that will run can start; for CREATE, `compile` scripts exist and the
+        templates render (syntax only when a create hook may still add variables)."""
+        backend = self.backend
+
+        async def check() -> list[str]:
+            warnings = backend.hooks.preflight(phases, workshop.content)
+            if "create" in phases:
+                backend.check_compile(workshop)
+            return warnings
+
+        warnings = await self.step("preflight", check)
+        if warnings:
+            self.result.setdefault("warnings", []).extend(warnings)
+        if "create" in phases:
+            hooked = backend.hooks.has("create", workshop.content)
+            await self.step(
+                "check-templates",
+                lambda: backend.check_templates(workshop, student, undefined_ok=hooked),
+            )
 
     async def wipe(self, account: Account, *, once: bool = True) -> None:
         await self.step(f"wipe-home {account.name}", lambda: self.backend.reset_home(account),
@@ -347,8 +374,9 @@ HOME_READY = "home ready"
 async def create(order: OrderRun) -> None:
     """CREATE N C W, resumable:
 
-    - student, workshop, appliance target, template check, home lookup: repeated (they
-      change nothing).
+    - student, workshop, appliance target, home check: repeated (they change nothing but a
+      home's wrong owner or mode). Preflight (hooks startable, compile scripts, templates):
+      repeated until `home ready`, as it guards that block.
     - password: drawn once, saved in the record before use; a re-run takes the same one.
     - set-password: once (the same password again would be harmless; skipping is cheaper).
     - wipe, compile, create hook, deploy, post-copy hook: one block, recorded as `home ready`
@@ -365,12 +393,10 @@ async def create(order: OrderRun) -> None:
     student = await order.student()
     workshop = await order.workshop()
     target = await order.target(workshop, student)
-    if not order.steps.passed(HOME_READY) and not backend.hooks.has("create", workshop.content):
-        # Nothing can add variables before the deploy: a broken template fails the order
-        # here, before the password or the home is touched.
-        await order.step("check-templates", lambda: backend.check_templates(workshop, student))
-    await order.hub_preflight(student)
     account = await order.account(student)
+    if not order.steps.passed(HOME_READY):
+        await order.preflight(workshop, student, ("create", "post_copy"))
+    await order.hub_preflight(student)
     password = await order.password()
     await order.set_password(workshop, student, password)
     if not order.steps.passed(HOME_READY):
@@ -436,6 +462,7 @@ async def cleanup(order: OrderRun) -> None:
     workshop = await order.workshop()
     target = await order.target(workshop, student)
     account = await order.account(student)
+    await order.preflight(workshop, student, ("cleanup",))
     password = await order.password()
     await order.set_password(workshop, student, password)
     await order.update_student(student, password=password)
@@ -469,14 +496,15 @@ async def reset(order: OrderRun) -> None:
         order.steps.skip("reset", f"{workshop.name} has no `reset` flag: nothing to do")
         return
     students = [await order.student()] if order.job.student is None else order.job.students
+    if not order.backend.hooks.has("reset", workshop.content):
+        raise WodmailError(f"no reset hook for {workshop.name}")
+    accounts = [await order.account(n) for n in students]
+    await order.preflight(workshop, students[0], ("reset",))
     if len(students) > 1:
         await _range_capacity(order, workshop, students)
-    accounts = [await order.account(n) for n in students]
     for account in accounts:
         password = order.backend.new_password()
         await order.set_password(workshop, account.student, password)
-    if not order.backend.hooks.has("reset", workshop.content):
-        raise WodmailError(f"no reset hook for {workshop.name}")
     target = await order.target(workshop, students[0]) if len(students) == 1 else None
     await order.hooks("reset", workshop, students, target=target)
     for account in accounts:
