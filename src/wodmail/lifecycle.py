@@ -389,7 +389,6 @@ async def create(order: OrderRun) -> None:
     - hub start: once. A hub failure after `active` does not fail the order (see
       `start_server_after_active`).
     """
-    backend = order.backend
     student = await order.student()
     workshop = await order.workshop()
     target = await order.target(workshop, student)
