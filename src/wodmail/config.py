@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -36,6 +36,9 @@ class _Section(BaseModel):
 class Listen(_Section):
     host: str = "127.0.0.1"
     port: int = Field(10025, ge=0, le=65535)
+    # Sessions at once; one more gets 421. Sized with the unit's LimitNOFILE (open files):
+    # each session holds one descriptor, plus some for the journal, hooks and peers.
+    max_connections: int = Field(256, ge=1, le=65536)
 
 
 class Students(_Section):
@@ -175,6 +178,9 @@ class Config(_Section):
     state_dir: Path = Path("/var/lib/wodmail")
     allowed_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     allowed_senders: list[str] = Field(default_factory=list)
+    # Which sender must be in allowed_senders: the envelope's (MAIL FROM), the header From,
+    # or both (the envelope, and the header From too when the mail has one).
+    allowed_senders_check: Literal["envelope", "header", "both"] = "both"
     students: Students = Field(default_factory=Students)
     notebooks: Notebooks = Field(default_factory=Notebooks)
     max_message_bytes: int = Field(65536, ge=1024)

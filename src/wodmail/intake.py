@@ -8,7 +8,6 @@ them, which is why every refusal is recorded too.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from email.utils import parseaddr
 from typing import Any
@@ -17,17 +16,12 @@ import structlog
 
 from wodmail.config import Config, Notebooks
 from wodmail.executor import Executor
+from wodmail.gate import in_networks, peer_host
 from wodmail.journal import Arrival, Journal
 from wodmail.orders import Order, OrderRules, Rejection, parse_order
 from wodmail.relay import Relay
 
 log = structlog.get_logger(__name__)
-
-
-def _peer_host(peer: Any) -> str | None:
-    if isinstance(peer, tuple | list) and peer:
-        return str(peer[0])
-    return str(peer) if peer else None
 
 
 def _address(value: str | None) -> str | None:
@@ -100,22 +94,11 @@ class IntakeHandler:
             workshop_exists=exists,
         )
 
-    def _peer_allowed(self, host: str | None) -> bool:
-        if host is None:
-            return False
-        try:
-            address = ipaddress.ip_address(host.split("%")[0])
-        except ValueError:
-            return False
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in net for net in self._networks)
-
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
-        host = _peer_host(session.peer)
-        if not self._peer_allowed(host):
+        host = peer_host(session.peer)
+        if not in_networks(host, self._networks):
             reason = f"client {host} is not in allowed_networks"
             await self._refuse(reason, Arrival(peer=host, envelope_from=address))
             return f"550 5.7.1 {reason}"
@@ -126,7 +109,7 @@ class IntakeHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data: bytes = envelope.content or b""
         arrival = Arrival(
-            peer=_peer_host(session.peer),
+            peer=peer_host(session.peer),
             envelope_from=envelope.mail_from,
             raw=data,
             subject=_subject_of(data),
@@ -159,13 +142,13 @@ class IntakeHandler:
     async def handle_OVERSIZE(self, server: Any, session: Any, envelope: Any, size: int) -> None:
         reason = f"message of {size} bytes exceeds the {self._limit}-byte limit"
         await self._refuse(
-            reason, Arrival(peer=_peer_host(session.peer), envelope_from=envelope.mail_from)
+            reason, Arrival(peer=peer_host(session.peer), envelope_from=envelope.mail_from)
         )
 
     async def handle_INCOMPLETE(self, server: Any, session: Any, envelope: Any) -> None:
         log.warning(
             "client left mid-transaction; nothing to record",
-            peer=_peer_host(session.peer),
+            peer=peer_host(session.peer),
             envelope_from=envelope.mail_from,
         )
 

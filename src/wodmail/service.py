@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import signal
 import socket
 import sqlite3
@@ -15,10 +16,12 @@ from wodmail.backend import load_base_variables
 from wodmail.config import Config, load_config
 from wodmail.dispatcher import Dispatcher, Runner
 from wodmail.errors import WodmailError
+from wodmail.gate import ConnectionGate
 from wodmail.intake import IntakeHandler
 from wodmail.journal import Journal
 from wodmail.notify import Notifier, watchdog_interval
 from wodmail.relay import OrderMailbox, Relay, default_order_recipients
+from wodmail.loopguard import LoopErrors
 from wodmail.smtp import SessionFactory, create_server_factory
 
 log = structlog.get_logger(__name__)
@@ -48,6 +51,7 @@ class Daemon:
         self.relay: Relay | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.last_beat = time.monotonic()  # when the event loop last ran the heartbeat
+        self.gate: ConnectionGate | None = None
 
     @property
     def port(self) -> int:
@@ -106,8 +110,10 @@ class Daemon:
         self._handler = IntakeHandler(
             config, self.journal, self.dispatcher, senders=senders, relay=self.relay
         )
+        LoopErrors().install(asyncio.get_running_loop())
+        self.gate = ConnectionGate(config.networks(), config.listen.max_connections)
         self._sessions = create_server_factory(
-            self._handler, data_size_limit=config.max_message_bytes
+            self._handler, data_size_limit=config.max_message_bytes, gate=self.gate
         )
         try:
             self._server = await asyncio.get_running_loop().create_server(
@@ -121,6 +127,7 @@ class Daemon:
             ) from None
         if not senders:
             log.warning("allowed_senders is empty: orders from any sender are accepted")
+        warn_if_too_few_files(config.listen.max_connections)
         log.info(
             "wodmail listening",
             host=config.listen.host,
@@ -212,6 +219,8 @@ class Daemon:
         assert self._handler and self._sessions and self.dispatcher and self.journal
         self._handler.configure(config, senders)
         self._sessions.update(data_size_limit=config.max_message_bytes)
+        if self.gate is not None:
+            self.gate.configure(config.networks(), config.listen.max_connections)
         self.dispatcher.resize(config.dispatch.concurrency)
         self.journal.dedup_window = config.dedup_window_seconds
         self.journal.refusals_per_peer = config.max_refusals_per_peer
@@ -234,6 +243,8 @@ class Daemon:
         server, self._server = self._server, None
         if server is not None:
             server.close()  # no new connections
+        if self.gate is not None:
+            self.gate.refused.flush()  # the summary of a burst still in its window
         if self._sessions is not None:
             # Sessions still committing an order the client already sent (the portal never
             # waits for the reply) finish before the journal closes; idle ones end now.
@@ -258,6 +269,24 @@ def order_recipients(config: Config, variables: dict[str, Any]) -> list[str]:
     if config.relay.order_recipients is not None:
         return config.relay.order_recipients
     return default_order_recipients(variables)
+
+
+# Descriptors a daemon needs besides its SMTP sessions: the journal, the listening socket,
+# logs, hooks' pipes, HTTP connections to the portal and hub.
+_FILES_BESIDES_SESSIONS = 64
+
+
+def warn_if_too_few_files(max_connections: int) -> None:
+    """Warn when listen.max_connections sessions could run out of open files (RLIMIT_NOFILE)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_connections + _FILES_BESIDES_SESSIONS
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "open-file limit too low for listen.max_connections",
+            limit=soft,
+            needed=needed,
+            max_connections=max_connections,
+        )
 
 
 async def serve_forever(config: Config, runner: Runner) -> None:

@@ -29,6 +29,8 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
+from wodmail.gate import ConnectionGate
+
 log = structlog.get_logger(__name__)
 
 DEFAULT_IDLE_TIMEOUT_SECONDS = 300.0
@@ -122,9 +124,11 @@ class OrderSMTP(SMTP):
     `envelope.content` is always the raw bytes (`decode_data=False`), line endings as received.
     """
 
-    def __init__(self, handler: Any, **kwargs: Any) -> None:
+    def __init__(self, handler: Any, *, gate: ConnectionGate | None = None, **kwargs: Any) -> None:
         kwargs["decode_data"] = False
         super().__init__(handler, **kwargs)
+        self._gate = gate
+        self._admitted = gate is None  # False: refused at connect (or not connected yet)
         # Stock keeps these limits in a class-level dict shared by all live sessions; give each
         # session its own so one client's EHLO does not change another's limits.
         self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
@@ -155,6 +159,22 @@ class OrderSMTP(SMTP):
             return None, None
         return address, match.group("rest").lstrip()
 
+    # --- connect ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Why: a peer outside allowed_networks, or one connection too many, must cost no
+        # session at all (a flood of idle connections would otherwise hold a task, a timer
+        # and a file descriptor each until the idle timeout): one reply line, then close.
+        if self._gate is not None:
+            refusal = self._gate.admit(transport.get_extra_info("peername"))
+            if refusal is not None:
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(refusal.encode("ascii") + b"\r\n")
+                transport.close()
+                return
+            self._admitted = True
+        super().connection_made(transport)
+
     # --- end of input -------------------------------------------------------------------
 
     def _cb_client_connected(
@@ -179,6 +199,11 @@ class OrderSMTP(SMTP):
         return bool(asyncio.StreamReaderProtocol.eof_received(self))
 
     def connection_lost(self, error: Exception | None) -> None:
+        if not self._admitted:
+            return  # refused at connect: no session was started
+        if self._gate is not None:
+            self._gate.release()
+            self._gate = None  # released once, whatever path the session takes
         if error is None and not self._input_ended:
             # We closed it ourselves (QUIT, too many bad commands): stock behaviour.
             super().connection_lost(error)
@@ -462,12 +487,14 @@ def create_server_factory(
     hostname: str | None = None,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_SECONDS,
     enable_smtputf8: bool = True,
+    gate: ConnectionGate | None = None,
 ) -> SessionFactory:
     """A protocol factory for `loop.create_server`: one `OrderSMTP` per connection.
 
     `data_size_limit` is the largest message (DATA after unstuffing) accepted, in bytes;
     `hostname` defaults to this machine's FQDN (looked up once, here); after `idle_timeout`
-    seconds without a command the session ends (a transaction left open is reported).
+    seconds without a command the session ends (a transaction left open is reported);
+    `gate`, if given, admits or refuses each connection before its session starts.
     """
     if isinstance(data_size_limit, bool) or not isinstance(data_size_limit, int):
         raise TypeError(f"data_size_limit must be an int, got {data_size_limit!r}")
@@ -482,6 +509,7 @@ def create_server_factory(
         ident="wodmail",
         timeout=idle_timeout,
         enable_SMTPUTF8=enable_smtputf8,
+        gate=gate,
     )
 
 

@@ -1,0 +1,98 @@
+"""Connection floods against a real `wodmail serve` subprocess with systemd's default
+open-file limit (1024): the gate refuses at connect, the log stays small, orders still go in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from wodmail.standins import flood
+
+FLOOD = 1100
+OPEN_FILES = 1024
+
+
+def _config(tmp_path: Path, notebooks: Path, **extra: object) -> dict[str, object]:
+    return {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "state_dir": str(tmp_path / "state"),
+        "notebooks": {"public": str(notebooks)},
+        "allowed_networks": ["127.0.0.1/32"],
+        **extra,
+    }
+
+
+@pytest.mark.skipif(not flood.outside_address_usable(), reason="cannot bind 127.0.0.2")
+def test_idle_flood_from_outside_network_does_not_stop_orders(tmp_path, notebooks):
+    if not flood.raise_own_file_limit(FLOOD + 256):
+        pytest.skip(f"the hard open-file limit is below {FLOOD + 256}: cannot open the flood")
+    config = _config(tmp_path, notebooks)
+    with flood.serve(tmp_path / "serve", config, open_files=OPEN_FILES) as server:
+        with flood.idle_connections(server.port, FLOOD) as connected:
+            assert connected == FLOOD
+            order = flood.order_from_allowed_client(server.port)
+        print(f"allowed client's order under a flood of {FLOOD}: {order.seconds * 1000:.0f} ms")
+        assert (order.code, order.reply) == (250, b"2.0.0 OK job 1")
+    lines = server.log_lines()
+    # Every line is JSON: no stdlib traceback of a failing accept().
+    events = [json.loads(line) for line in lines]
+    assert sum(len(line) for line in lines) < 10_000, lines[:20]
+    [summary] = [e for e in events if e["event"].startswith("connections refused")]
+    assert summary["count"] == FLOOD
+    assert summary["by"] == {f"{flood.OUTSIDE_ADDRESS}: not in allowed_networks": FLOOD}
+
+
+@pytest.mark.skipif(not flood.outside_address_usable(), reason="cannot bind 127.0.0.2")
+async def test_outside_peer_gets_554_at_connect(make_config, start_daemon):
+    daemon = await start_daemon(make_config(allowed_networks=["127.0.0.1/32"]))
+
+    def greeting() -> bytes:
+        with socket.socket() as sock:
+            sock.settimeout(10)
+            sock.bind((flood.OUTSIDE_ADDRESS, 0))
+            sock.connect(("127.0.0.1", daemon.port))
+            return sock.recv(4096) + sock.recv(4096)  # the line, then EOF (b"")
+
+    assert await asyncio.to_thread(greeting) == (
+        b"554 5.7.1 client 127.0.0.2 is not in allowed_networks\r\n"
+    )
+
+
+async def test_connections_over_the_cap_get_421_and_one_summary(make_config, start_daemon):
+    daemon = await start_daemon(make_config(listen={"host": "127.0.0.1", "port": 0,
+                                                    "max_connections": 3}))
+
+    def over_the_cap() -> tuple[list[bytes], bytes, bytes]:
+        held = [socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+                for _ in range(3)]
+        greetings = [sock.recv(4096)[:4] for sock in held]
+        extra = [socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+                 for _ in range(5)]
+        refused = [sock.recv(4096) for sock in extra]
+        for sock in extra:
+            sock.close()
+        assert len(set(refused)) == 1
+        held.pop().close()
+        # The slot is released when the server sees the close: a new session then fits.
+        deadline_tries = 200
+        for _ in range(deadline_tries):
+            with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+                again = sock.recv(4096)
+            if again.startswith(b"220"):
+                break
+        for sock in held:
+            sock.close()
+        return greetings, refused[0], again
+
+    greetings, refused, again = await asyncio.to_thread(over_the_cap)
+    assert greetings == [b"220 "] * 3
+    assert refused == (
+        b"421 4.7.0 too many connections (listen.max_connections 3), try again later\r\n"
+    )
+    assert again.startswith(b"220 ")
+    assert daemon.gate is not None and daemon.gate.refused.total >= 5
