@@ -19,9 +19,9 @@ from wodmail.errors import WodmailError
 from wodmail.gate import ConnectionGate
 from wodmail.intake import IntakeHandler
 from wodmail.journal import Journal
+from wodmail.loopguard import LoopErrors
 from wodmail.notify import Notifier, watchdog_interval
 from wodmail.relay import OrderMailbox, Relay, default_order_recipients
-from wodmail.loopguard import LoopErrors
 from wodmail.smtp import SessionFactory, create_server_factory
 
 log = structlog.get_logger(__name__)
