@@ -8,6 +8,7 @@ it receives and can refuse with 4xx, hang, or be down. Mail is sent as the porta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -324,8 +325,20 @@ async def test_relaying_is_only_for_allowed_senders_and_networks(relay_config, s
     assert b"550 5.6.0 sender not allowed: sender@example.org" in replies
     other = relay_config().model_copy(update={"allowed_networks": ["10.0.0.0/8"]})
     closed = await start_daemon(other.model_copy(update={"state_dir": config.state_dir / "b"}))
-    replies = await asyncio.to_thread(send_credentials, closed.port)
-    assert b"550 5.7.1 client 127.0.0.1 is not in allowed_networks" in replies
+
+    def refused_at_connect() -> bytes:
+        # The network check runs at connect (issue 8): one 554 line, then the server closes,
+        # so whatever the client writes after it may meet a reset.
+        with socket.create_connection(("127.0.0.1", closed.port), timeout=30) as sock:
+            greeting = sock.recv(4096)
+            with contextlib.suppress(OSError):
+                sock.sendall(b"MAIL FROM: sender@example.org\n")
+        with contextlib.suppress(ConnectionError):
+            send_credentials(closed.port)
+        return greeting
+
+    greeting = await asyncio.to_thread(refused_at_connect)
+    assert greeting == b"554 5.7.1 client 127.0.0.1 is not in allowed_networks\r\n"
     assert outbox(config) == [] and smarthost.mails() == []
 
 
