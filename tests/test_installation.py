@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
 import pytest
+import yaml
 
 from wod_installation import (
     BACKEND_FQDN,
@@ -16,6 +18,7 @@ from wod_installation import (
     Tree,
     build_installation,
 )
+from wodmail import cli
 from wodmail.backend import Backend, load_base_variables
 from wodmail.config import parse_config, provenance
 from wodmail.errors import ConfigurationError
@@ -168,3 +171,25 @@ def test_a_bad_installation_key_names_it(tree: Tree) -> None:
 def test_backend_renders_with_the_installation_hostname(tree: Tree) -> None:
     backend = Backend.from_config(parse_config(tree.config(), "wodmail.yml"))
     assert backend.base_vars["inventory_hostname"] == BACKEND_FQDN
+
+
+def test_check_config_prints_each_value_with_its_origin(tree: Tree, tmp_path: Path, capsys):
+    data = tree.config(vars={"BRANDING": "mine", "OWN": 1}, students={"max": 12})
+    path = tmp_path / "wodmail.yml"
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert lines["students.max"].endswith(f"12  ({path})")
+    assert lines["students.min"].endswith(
+        f"1  (WODUSERMIN from -e @{tree.install}/ansible/group_vars/all.yml (WODANSPLAYOPT))"
+    )
+    assert lines["hub.token"].split()[1] == '"***"'
+    assert lines["dispatch.concurrency"].endswith("(default)")
+    assert PORTAL_PASSWORD not in out and HUB_TOKEN not in out
+    assert "vars.BRANDING is overridden by the installation's -e @" in err
+    assert "vars.OWN" not in err
+    assert cli.main(["check-config", "--json", "--config", str(path)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["students"]["max"] == 12
+    assert shown["origins"]["students.max"] == str(path)

@@ -57,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--state", action="append", choices=["queued", "sent", "failed"])
     relay.add_argument("--limit", type=int, default=None)
 
-    check = commands.add_parser("check-config", help="validate the config and print it")
+    check = commands.add_parser(
+        "check-config", help="validate the config; print each effective value and its origin"
+    )
     _add_config(check)
+    check.add_argument("--json", action="store_true",
+                       help="the settings as JSON, with an `origins` mapping")
 
     render = commands.add_parser(
         "render", help="render a workshop as student N would get it (touches nothing)"
@@ -267,16 +271,29 @@ def _cmd_relay(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(config: Config, args: argparse.Namespace) -> int:
+    from wodmail.config import provenance
     from wodmail.service import check, describe
 
-    json.dump(describe(config), sys.stdout, indent=2)
-    print()
+    settings, origins = describe(config), provenance(config)
+    if args.json:
+        json.dump({**settings, "origins": origins}, sys.stdout, indent=2)
+        print()
+    else:
+        width = max(len(key) for key in origins)
+        for key, origin in origins.items():
+            print(f"{key:<{width}}  {json.dumps(_dotted(settings, key))}  ({origin})")
     errors, warnings = check(config)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _dotted(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def _cmd_retry(config: Config, args: argparse.Namespace) -> int:

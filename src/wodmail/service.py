@@ -335,6 +335,7 @@ def check(config: Config) -> tuple[list[str], list[str]]:
         load_base_variables(config)
     except WodmailError as exc:
         errors.append(str(exc))
+    warnings.extend(_shadowed_vars(config))
     try:
         hooks.Hooks.from_config(config)
     except ConfigurationError as exc:
@@ -373,6 +374,20 @@ def _relay_warnings(config: Config) -> list[str]:
     if not any(variables.get(key) for key in ("WODBEFQDN", "WODBEEXTFQDN")):
         warning += " (WODBEFQDN is unknown: set relay.order_recipients)"
     return [warning + f"; mail to anyone else is relayed to {config.relay.host}"]
+
+
+def _shadowed_vars(config: Config) -> list[str]:
+    """`vars` keys the installation also passes as `-e`: as under ansible-playbook, its win."""
+    installation = config.wod_installation
+    if installation is None:
+        return []
+    extra = installation.extra_variables()
+    return [
+        f"vars.{key} is overridden by the installation's {installation.origin(key)} "
+        "(extra vars win, as they did for ansible-playbook)"
+        for key in config.vars
+        if key in extra
+    ]
 
 
 def describe(config: Config) -> dict[str, Any]:
