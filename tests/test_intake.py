@@ -302,3 +302,23 @@ def test_workshop_lookups_are_kept_only_briefly(notebooks):
     time.sleep(0.6)
     assert not folders.exists("WKSHP-K8S101")
     assert not folders.exists("WKSHP-Never")
+
+
+async def test_distinct_orders_sharing_a_message_id_all_run(make_config, start_daemon):
+    config = make_config()
+    daemon = await start_daemon(config)
+    replies = []
+    for subject in ("CREATE 1 0", "CLEANUP 1 0", "CREATE 2 0", "PURGE 3 3", "CREATE 2 0"):
+        replies.append(await in_thread(send_smtplib, "127.0.0.1", daemon.port, subject,
+                                       "WKSHP-API101", message_id="<shared@portal>"))
+    assert replies == [
+        (250, b"2.0.0 OK job 1"),
+        (250, b"2.0.0 OK job 2"),
+        (250, b"2.0.0 OK job 3"),
+        (250, b"2.0.0 OK job 4"),
+        # The same content again with the same Message-ID is the same mail, re-sent.
+        (250, b"2.0.0 OK duplicate of job 3"),
+    ]
+    jobs = await wait_jobs(config, 4)
+    assert [(j.verb, j.student) for j in jobs] == [
+        ("CREATE", 1), ("CLEANUP", 1), ("CREATE", 2), ("PURGE", 3)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -155,11 +156,26 @@ def _cmd_jobs(config: Config, args: argparse.Namespace) -> int:
         public = job.to_public()
         student = "?" if job.student is None else _student_text(job)
         print(
-            f"{job.id:>6}  {job.state.value:<9} {job.verb or '-':<8} {student:<9} "
-            f"{_text(job.customer):>6}  {job.workshop or '-':<22} "
-            f"{public['received_at']:<29} {' '.join((job.reason or '').split())}"
+            f"{job.id:>6}  {job.state.value:<9} {_cell(job.verb or '-'):<8} {student:<9} "
+            f"{_text(job.customer):>6}  {_cell(job.workshop or '-'):<22} "
+            f"{public['received_at']:<29} {_cell(' '.join((job.reason or '').split()))}"
         )
     return 0
+
+
+# Control characters (C0 but tab and line feed, DEL, C1) and format characters (bidi
+# overrides, zero-width ...) from a mail would act on the terminal or hide text there.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every character that would act on a terminal shown escaped (`\\x1b`)."""
+    return _UNSAFE.sub(lambda match: ascii(match.group())[1:-1], text)
+
+
+def _cell(text: str) -> str:
+    """One table cell: terminal-safe, and on one line (tabs and line feeds escaped too)."""
+    return terminal_safe(text).replace("\t", "\\t").replace("\n", "\\n")
 
 
 def _student_text(job: Job) -> str:
@@ -212,7 +228,7 @@ def render_job(public: dict[str, Any]) -> str:
     if public.get("raw"):
         lines.append("  raw mail:")
         lines.extend(f"    | {line}" for line in public["raw"].splitlines())
-    return "\n".join(lines)
+    return terminal_safe("\n".join(lines))
 
 
 def _current_lines(current: dict[str, Any] | None) -> list[str]:

@@ -9,7 +9,6 @@ them, which is why every refusal is recorded too.
 from __future__ import annotations
 
 import time
-from email.utils import parseaddr
 from typing import Any
 
 import structlog
@@ -18,20 +17,19 @@ from wodmail.config import Config, Notebooks
 from wodmail.executor import Executor
 from wodmail.gate import in_networks, peer_host
 from wodmail.journal import Arrival, Journal
-from wodmail.orders import Order, OrderRules, Rejection, parse_order
+from wodmail.orders import Order, OrderRules, Rejection, looks_like_order, parse_order
+from wodmail.redact import headers_only
 from wodmail.relay import Relay
 
 log = structlog.get_logger(__name__)
 
 
 def _address(value: str | None) -> str | None:
-    """An address as the allow-list compares it: bare, lower case."""
+    """An envelope or parsed header address as the allow-list compares it: lower case;
+    None for the null sender `<>`."""
     if not value:
         return None
-    value = value.strip()
-    if "<" in value or " " in value:
-        value = parseaddr(value)[1] or value
-    return value.strip("<> ").lower() or None
+    return value.strip().strip("<>").strip().lower() or None
 
 
 def _subject_of(data: bytes) -> str | None:
@@ -83,6 +81,7 @@ class IntakeHandler:
         (at start and on a reload; sessions already connected included)."""
         self._networks = config.networks()
         self._senders = frozenset(config.allowed_senders if senders is None else senders)
+        self._senders_check = config.allowed_senders_check
         self._limit = config.max_message_bytes
         notebooks = config.notebooks
         exists = None
@@ -108,18 +107,25 @@ class IntakeHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data: bytes = envelope.content or b""
+        subject = _subject_of(data)
         arrival = Arrival(
             peer=peer_host(session.peer),
             envelope_from=envelope.mail_from,
-            raw=data,
-            subject=_subject_of(data),
+            # A refused mail that is not even meant as an order (a participant's credentials
+            # mail) is recorded with a few headers only: its body never reaches the disk.
+            raw=data if looks_like_order(subject) else headers_only(data, envelope.rcpt_tos),
+            subject=subject,
         )
+        if getattr(envelope, "bare_lf_end", False):
+            reason = (
+                "a bare-LF end of data (LF . LF) inside a CRLF session: refused as possible"
+                " SMTP smuggling"
+            )
+            return await self._refuse(reason, arrival)
         parsed = parse_order(data, self._rules)
-        sender = parsed.sender
-        if self._senders and not self._sender_allowed(envelope.mail_from, sender):
-            shown = _address(envelope.mail_from) or sender or "(none)"
-            reason = f"sender not allowed: {shown}"
-            return await self._refuse(reason, arrival, sender=sender)
+        refusal = self._sender_refusal(envelope.mail_from, parsed.sender)
+        if refusal is not None:
+            return await self._refuse(refusal, arrival, sender=parsed.sender)
         if self._relay is not None and not self._relay.is_order_mail(envelope.rcpt_tos):
             return await self._relay.take(
                 mail_from=envelope.mail_from, recipients=list(envelope.rcpt_tos), raw=data,
@@ -135,9 +141,28 @@ class IntakeHandler:
             )
         return await self._accept(parsed, arrival)
 
-    def _sender_allowed(self, envelope_from: str | None, header_from: str | None) -> bool:
-        candidates = {_address(envelope_from), _address(header_from)}
-        return bool(candidates & self._senders)
+    def _sender_refusal(self, envelope_from: str | None, header_from: str | None) -> str | None:
+        """Why the sender is not allowed under `allowed_senders_check`, or None.
+
+        `envelope`: MAIL FROM must be allowed (the null sender `<>` never is); `header`: the
+        From header must be there and allowed; `both`: MAIL FROM, and the From header too
+        when the mail has one (the portal's and the admin tool's mails have none).
+        """
+        if not self._senders:
+            return None
+        mode = self._senders_check
+        if mode in ("envelope", "both"):
+            envelope = _address(envelope_from)
+            if envelope is None:
+                return "sender not allowed: <> (envelope: the null sender)"
+            if envelope not in self._senders:
+                return f"sender not allowed: {envelope} (envelope)"
+        if mode == "header" and header_from is None:
+            return "sender not allowed: no From header (allowed_senders_check is header)"
+        header = _address(header_from) if mode != "envelope" else None
+        if header is not None and header not in self._senders:
+            return f"sender not allowed: {header} (From header)"
+        return None
 
     async def handle_OVERSIZE(self, server: Any, session: Any, envelope: Any, size: int) -> None:
         reason = f"message of {size} bytes exceeds the {self._limit}-byte limit"

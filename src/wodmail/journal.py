@@ -438,10 +438,12 @@ class Journal(JournalReader):
 
     def _find_duplicate(self, conn: sqlite3.Connection, order: Order, now: float) -> int | None:
         if order.message_id:
+            # The same Message-ID is the same mail re-sent only if it says the same thing:
+            # distinct orders that share one (a client reusing its ID) all run.
             row = conn.execute(
-                f"SELECT id FROM orders WHERE message_id = ? AND {_COUNTS_AS_ORIGINAL}"
-                " ORDER BY id DESC LIMIT 1",
-                (order.message_id,),
+                "SELECT id FROM orders WHERE message_id = ? AND dedup_key = ? AND"
+                f" {_COUNTS_AS_ORIGINAL} ORDER BY id DESC LIMIT 1",
+                (order.message_id, order.dedup_key()),
             ).fetchone()
             if row:
                 return int(row[0])

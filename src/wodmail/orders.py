@@ -36,10 +36,10 @@ import codecs
 import email
 import email.policy
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
-from email.utils import parseaddr
 from enum import StrEnum
 from html.parser import HTMLParser
 
@@ -54,6 +54,7 @@ __all__ = [
     "Verb",
     "content_of",
     "is_workshop_name",
+    "looks_like_order",
     "parse_order",
 ]
 
@@ -74,6 +75,11 @@ _AROUND_COMMA = re.compile(r"\s*,\s*")
 _NUMBER = re.compile(r"-?[0-9]+")
 _RANGE = re.compile(r"(-?[0-9]+),(-?[0-9]+)")
 _NUMBER_SHOWN_MAX = 20
+MAX_MULTIPART_PARTS = 16
+_MULTIPART_LINE = re.compile(rb"(?i)content-type:\s*multipart/")
+_ANGLE_ADDR = re.compile(r"<([^<>]*)>")
+_COMMENT = re.compile(r"\([^()]*\)")
+_ADDR_SPEC = re.compile(r"[^\s<>()\[\],;:@\"\\]+@[^\s<>()\[\],;:@\"\\]+")
 
 
 class Verb(StrEnum):
@@ -212,9 +218,9 @@ class _MailReader:
 
     def __init__(self, data: bytes, rules: OrderRules) -> None:
         self.rules = rules
-        self.head, body = _split_head_body(data)
+        self.head, body = split_head_body(data)
         self.message_id = _message_id(_raw_header(self.head, "Message-ID"))
-        self.sender = _address(_raw_header(self.head, "From"))
+        self.sender: str | None = None
         self.subject: str | None = None
         self.verb: Verb | None = None
         self._body = body
@@ -232,6 +238,9 @@ class _MailReader:
             )
 
     def _order(self) -> Order:
+        _check_single_headers(self.head)
+        self.sender = _address(_raw_header(self.head, "From"))
+        _check_mime_complexity(self.head, self._body)
         message = None if _is_plain(self.head) else _message(self.head, self._body)
         if message is None:
             self.subject = _plain_subject(self.head)
@@ -239,6 +248,8 @@ class _MailReader:
             self.subject = _subject(message, self.head)
         if self.subject is None:
             raise _Refused("no Subject header")
+        _check_subject_characters(self.subject)
+        self.subject = " ".join(self.subject.split())
         tokens = _SUBJECT_TOKEN.findall(_AROUND_COMMA.sub(",", self.subject))
         self.verb = _verb(tokens, self.subject)
         ids = _read_ids(self.verb, tokens, self.subject, self.rules)
@@ -406,10 +417,10 @@ def _subject(message: Message, head: list[bytes]) -> str | None:
     try:
         decoded = message.get("Subject")
         if decoded is not None:
-            return " ".join(str(decoded).split())
+            return str(decoded)
     except Exception:  # the header parser choked: use the raw text
         pass
-    return " ".join(raw.split())
+    return raw
 
 
 # --- the body --------------------------------------------------------------------------
@@ -531,7 +542,7 @@ def _html_text(html: str) -> str:
 # --- the header block ------------------------------------------------------------------
 
 
-def _split_head_body(data: bytes) -> tuple[list[bytes], list[bytes]]:
+def split_head_body(data: bytes) -> tuple[list[bytes], list[bytes]]:
     """Header lines and body lines, repairing a missing blank line between them.
 
     The portal writes the workshop right under the Subject line. So the header block ends
@@ -565,8 +576,7 @@ def _is_plain(head: list[bytes]) -> bool:
 
 
 def _plain_subject(head: list[bytes]) -> str | None:
-    raw = _raw_header(head, "Subject")
-    return None if raw is None else " ".join(raw.split())
+    return _raw_header(head, "Subject")
 
 
 def _plain_text(body: list[bytes]) -> str:
@@ -610,11 +620,65 @@ def _message_id(raw: str | None) -> str | None:
 
 
 def _address(raw: str | None) -> str | None:
+    """The one address of a From header: the angle-addr if there is one (whatever the
+    display name says, e.g. `allowed@x <evil@y>` is evil@y), else the bare addr-spec."""
     if raw is None:
         return None
-    _, address = parseaddr(raw[:_RECORDED_MAX])  # a longer From is no sender's; stay cheap
-    address = address.strip()
-    return _recorded(address) or None
+    text = raw[:_RECORDED_MAX]  # a longer From is no sender's; stay cheap
+    angled = _ANGLE_ADDR.findall(text)
+    if len(angled) > 1:
+        raise _Refused(f"From header holds more than one address: {_shown(raw)}")
+    candidate = angled[0].strip() if angled else _COMMENT.sub(" ", text).strip()
+    if not _ADDR_SPEC.fullmatch(candidate):
+        raise _Refused(f"From header is not one address: {_shown(raw)}")
+    return _recorded(candidate)
+
+
+def looks_like_order(subject: str | None) -> bool:
+    """Whether a mail means to be an order (its subject starts with a verb, in any case),
+    however malformed: only such mails have their body kept when refused."""
+    words = (subject or "").split(None, 1)
+    return bool(words) and words[0].upper().strip(":") in Verb.__members__
+
+
+def _check_single_headers(head: list[bytes]) -> None:
+    """An order has one Subject and at most one From: which one would count is a guess."""
+    for name in ("Subject", "From"):
+        count = _header_count(head, name)
+        if count > 1:
+            raise _Refused(f"{count} {name} headers: an order has exactly one")
+
+
+def _header_count(head: list[bytes], name: str) -> int:
+    wanted = name.lower().encode("ascii") + b":"
+    return sum(1 for line in head if line[: len(wanted)].lower() == wanted)
+
+
+def _check_mime_complexity(head: list[bytes], body: list[bytes]) -> None:
+    """A few multipart parts at most: a deeply nested mail would exhaust the MIME parser's
+    recursion, and no order needs more than a handful."""
+    parts = sum(1 for line in head if _MULTIPART_LINE.match(line))
+    parts += sum(1 for line in body if _MULTIPART_LINE.match(line))
+    if parts > MAX_MULTIPART_PARTS:
+        raise _Refused(
+            f"MIME structure too complex: {parts} multipart parts (an order has at most"
+            f" {MAX_MULTIPART_PARTS})"
+        )
+
+
+def _check_subject_characters(subject: str) -> None:
+    """Words are separated by plain spaces or tabs: a no-break or ideographic space (or a
+    control character) would split, or hide, words differently for people and programs."""
+    for char in subject:
+        if char in " \t":
+            continue
+        category = unicodedata.category(char)
+        if char.isspace() or category[0] in ("C", "Z") and category != "Co":
+            name = unicodedata.name(char, "control character")
+            raise _Refused(
+                f"subject contains U+{ord(char):04X} ({name}): words must be separated by"
+                " plain spaces"
+            )
 
 
 # --- small helpers ---------------------------------------------------------------------

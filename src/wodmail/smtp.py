@@ -63,12 +63,17 @@ class _ClientInput:
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self._reader = reader
+        self.in_data = False  # set while DATA lines are read (they do not decide crlf)
+        self.crlf = False  # a command line ended in CRLF: the session is held to CRLF
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
         try:
-            return await self._reader.readuntil(separator)
+            line = await self._reader.readuntil(separator)
         except asyncio.IncompleteReadError as eof:
             raise _InputExhausted(eof.partial) from None
+        if not self.in_data and line.endswith(b"\r\n"):
+            self.crlf = True
+        return line
 
     async def read(self, n: int = -1) -> bytes:
         return await self._reader.read(n)
@@ -364,21 +369,39 @@ class OrderSMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _receive_message(self) -> _MessageBuffer:
-        """Read DATA up to the `.` line; at end of input keep what came and re-raise."""
+        """Read DATA up to the `.` line; at end of input keep what came and re-raise.
+
+        A session whose commands ended in CRLF is held to CRLF: there, lines end only at
+        CRLF and only CRLF . CRLF ends the message, so a bare-LF `.` line cannot end one mail
+        and start another inside it (SMTP smuggling); such a line is kept as data and the
+        message is flagged (`envelope.bare_lf_end`). Bare-LF sessions (the portal's, the admin
+        tool's) end at LF . LF as before.
+        """
         message = _MessageBuffer(self.data_size_limit)
-        at_line_start = True
-        while True:
-            try:
-                piece = await self._read_data_piece()
-            except _InputExhausted as end:
-                message.add(_unstuff(end.partial) if at_line_start else end.partial)
-                assert self.envelope is not None
-                self.envelope.content = message.content()
-                raise
-            if at_line_start and piece in _DATA_TERMINATORS:
-                return message
-            message.add(_unstuff(piece) if at_line_start else piece)
-            at_line_start = piece.endswith(b"\n")
+        strict = self._reader.crlf
+        line_end = b"\r\n" if strict else b"\n"
+        terminators = (b".\r\n",) if strict else _DATA_TERMINATORS
+        at_line_start = after_lf = True
+        assert self.envelope is not None
+        self.envelope.bare_lf_end = False
+        self._reader.in_data = True
+        try:
+            while True:
+                try:
+                    piece = await self._read_data_piece()
+                except _InputExhausted as end:
+                    message.add(_unstuff(end.partial) if at_line_start else end.partial)
+                    self.envelope.content = message.content()
+                    raise
+                if at_line_start and piece in terminators:
+                    return message
+                if after_lf and piece in _DATA_TERMINATORS:
+                    self.envelope.bare_lf_end = True  # a `.` line only bare LF delimits
+                message.add(_unstuff(piece) if at_line_start else piece)
+                at_line_start = piece.endswith(line_end)
+                after_lf = piece.endswith(b"\n")
+        finally:
+            self._reader.in_data = False
 
     async def _read_data_piece(self) -> bytes:
         """One DATA line with its ending, or a piece of a line longer than the reader's limit."""
