@@ -76,6 +76,14 @@ class UserDb:
     def uid(self, name: str) -> int:
         return self.user(name).uid
 
+    def groups_of(self, name: str) -> list[int]:
+        """The gids of the groups listing `name` as a member (supplementary groups)."""
+        gids = []
+        for line_no, fields in _records(self.group_file):
+            if len(fields) >= 4 and name in fields[3].strip().split(","):
+                gids.append(_id_field(fields[2], "gid", self.group_file, line_no))
+        return gids
+
     def gid(self, group: str) -> int:
         for line_no, fields in _records(self.group_file):
             if fields[0] == group:

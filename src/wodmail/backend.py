@@ -154,6 +154,21 @@ class Backend:
         admin = self.config.accounts.admin_user
         return self._users.uid(admin) if admin else None
 
+    async def script_exports(self) -> dict[str, str]:
+        """What procmail-action.sh exported besides the order's own variables: the API-DB's
+        URL (WODAPIDBEXTURL) and a valid moderator token (accessToken) for functions.sh."""
+        exports = {}
+        installation = self.config.wod_installation
+        url = self.config.portal.url or (installation.values.get("WODAPIDBEXTURL")
+                                         if installation else None)
+        if url:
+            exports["WODAPIDBEXTURL"] = url
+        if self.portal is not None:
+            token = await self.portal.access_token()
+            register_secret(token)
+            exports["accessToken"] = token
+        return exports
+
     # -- passwords ---------------------------------------------------------------------------
 
     def new_password(self) -> str:

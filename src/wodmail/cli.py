@@ -219,16 +219,29 @@ def render_job(public: dict[str, Any]) -> str:
     lines.extend(_current_lines(public.get("current_step")))
     result = public.get("result") or {}
     for key, value in result.items():
-        if key in ("steps", "verb"):
+        if key in ("steps", "verb", "hooks"):
             continue
         shown = json.dumps(value) if isinstance(value, dict | list) else value
         lines.append(f"  {key + ':':<14} {shown}")
     lines.extend(_step_line(step) for step in result.get("steps", []))
+    lines.extend(_hook_lines(result.get("hooks") or []))
     lines.extend(_attempt_lines(public.get("attempt_log") or []))
     if public.get("raw"):
         lines.append("  raw mail:")
         lines.extend(f"    | {line}" for line in public["raw"].splitlines())
     return terminal_safe("\n".join(lines))
+
+
+def _hook_lines(hooks: list[dict[str, Any]]) -> list[str]:
+    """Each hook that ran, who it ran as, and its output, line by line."""
+    lines = ["  hooks:"] if hooks else []
+    for hook in hooks:
+        user = f" as {hook['user']}" if hook.get("user") else ""
+        status = "ok" if hook.get("ok") else "failed"
+        timing = f" {hook['ms']} ms" if "ms" in hook else ""
+        lines.append(f"    - {hook.get('name')}{user}: {status}{timing}")
+        lines.extend(f"      | {line}" for line in str(hook.get("output") or "").splitlines())
+    return lines
 
 
 def _current_lines(current: dict[str, Any] | None) -> list[str]:

@@ -115,6 +115,10 @@ class Scripts(_Section):
     public: Path | None = None
     private: Path | None = None
     timeout_seconds: float = Field(300.0, gt=0)
+    run_as: str | None = Field(
+        None, description="user legacy scripts run as (root only); default accounts.admin_user"
+        " (WODUSER); \"\": wodmail's own user"
+    )
 
 
 class Handlers(_Section):

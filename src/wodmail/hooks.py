@@ -68,6 +68,8 @@ import structlog
 from pydantic import BaseModel
 
 from wodmail.errors import ConfigurationError, HookFailed, TransientError
+from wodmail.logs import scrub_text
+from wodmail.scriptenv import ScriptShell, ScriptUser, script_shell
 
 if TYPE_CHECKING:
     from wodmail.config import Config
@@ -113,6 +115,8 @@ class HookContext:
     """Per-student template variables a hook sets (e.g. HTTPPORT); persisted by the order."""
     resolve: Callable[[str], Any] | None = field(default=None, repr=False)
     """Returns a variable with its templates expanded; KeyError when unset."""
+    exports: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """More variables procmail-action.sh exported to scripts (accessToken, WODAPIDBEXTURL)."""
     log: Any = field(default_factory=lambda: structlog.get_logger(__name__), repr=False)
     """A structlog logger bound to the order."""
 
@@ -179,6 +183,8 @@ class HookRun(BaseModel):
     ms: int
     ok: bool
     output: str = ""
+    user: str = ""
+    """Who a script ran as (empty for handler modules)."""
 
 
 @dataclass(frozen=True)
@@ -211,9 +217,11 @@ class Hooks:
         public_scripts: Path | None,
         private_scripts: Path | None,
         timeout: float,
+        shell: ScriptShell | None = None,
     ) -> None:
         self._sides = ((public, public_scripts), (private, private_scripts))
         self._timeout = timeout
+        self.shell = shell or ScriptShell()
 
     @classmethod
     def load(
@@ -224,6 +232,7 @@ class Hooks:
         public_scripts: Path | None = None,
         private_scripts: Path | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        shell: ScriptShell | None = None,
     ) -> Hooks:
         """Import the handler modules; ConfigurationError names the first bad one.
 
@@ -239,19 +248,31 @@ class Hooks:
             public_scripts=public_scripts,
             private_scripts=private_scripts,
             timeout=timeout,
+            shell=shell,
         )
 
     @classmethod
     def from_config(
         cls, config: Config, *, public_handlers: str | Path | None = PUBLIC_HANDLERS
     ) -> Hooks:
-        """The hook set of `config`: `handlers.private`, `scripts.*`, the public package."""
+        """The hook set of `config`: `handlers.private`, `scripts.*`, the public package;
+        scripts run as `scripts.run_as` (default `accounts.admin_user`, WODUSER) with the
+        installation's wod.sh and wod-private.sh sourced (see `wodmail.scriptenv`)."""
+        installation = config.wod_installation
+        run_as = config.scripts.run_as
+        shell = script_shell(
+            config.accounts.admin_user if run_as is None else run_as,
+            config.accounts.root,
+            installation.wod_sh if installation else None,
+            installation.private_sh if installation else None,
+        )
         return cls.load(
             public_handlers=public_handlers,
             private_handlers=config.handlers.private,
             public_scripts=config.scripts.public,
             private_scripts=config.scripts.private,
             timeout=config.scripts.timeout_seconds,
+            shell=shell,
         )
 
     def has(self, phase: str, content: str) -> bool:
@@ -270,6 +291,7 @@ class Hooks:
             for step in self._steps(phase, content):
                 if step.script is not None:
                     _check_startable(step.script)
+                    self.shell.check_reachable(step.script)
             for _, folder in self._sides:
                 ignored = _ignored_script(folder, phase, content)
                 if ignored is not None:
@@ -289,7 +311,8 @@ class Hooks:
             except HookFailed as exc:
                 ctx.log.warning("hook failed", hook=step.name, error=str(exc), ms=_ms(started))
                 raise
-            run = HookRun(name=step.name, ms=_ms(started), ok=True, output=output)
+            user = self.shell.label if step.script is not None else ""
+            run = HookRun(name=step.name, ms=_ms(started), ok=True, output=output, user=user)
             ctx.log.info("hook done", hook=run.name, ms=run.ms)
             runs.append(run)
         return runs
@@ -334,13 +357,15 @@ class Hooks:
     async def _run_script(self, name: str, script: Path, ctx: HookContext) -> str:
         with _scratch() as scratch:
             vars_file = _empty_file(scratch / "vars")
+            self.shell.prepare(scratch, [vars_file])
             finished = await _run_checked(
                 name,
-                [str(script)],
-                env=_script_env(ctx, vars_file),
+                self.shell.argv(script),
+                env=self.shell.env(_base_env(), _script_vars(ctx, vars_file)),
                 cwd=script.parent,
                 kill_after=self._timeout,
                 scratch=scratch,
+                user=self.shell.user,
             )
             ctx.student_vars.update(_read_vars(vars_file, name))
         return finished.output
@@ -353,10 +378,12 @@ def check(config: Config, *, public_handlers: str | Path | None = PUBLIC_HANDLER
     the only entry; otherwise the entries are warnings about script folders and scripts.
     """
     try:
-        Hooks.from_config(config, public_handlers=public_handlers)
+        hooks = Hooks.from_config(config, public_handlers=public_handlers)
     except ConfigurationError as exc:
         return [str(exc)]
     problems = []
+    if hooks.shell.not_switched:
+        problems.append(f"legacy hook scripts run as {hooks.shell.label}")
     for label, folder in (("public", config.scripts.public), ("private", config.scripts.private)):
         if folder is not None and not folder.is_dir():
             problems.append(f"{label} scripts folder {folder} does not exist")
@@ -534,8 +561,9 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-def _script_env(ctx: HookContext, vars_file: Path) -> dict[str, str]:
-    env = _base_env()
+def _script_vars(ctx: HookContext, vars_file: Path) -> dict[str, str]:
+    """The variables procmail-action.sh exported to a script, and WODMAIL_VARS_FILE."""
+    env: dict[str, str] = dict(ctx.exports)
     student = ctx.student if ctx.student is not None else min(ctx.students, default=None)
     if student is not None:
         env["stdid"] = str(student)
@@ -597,10 +625,11 @@ async def _run_checked(
     cwd: Path | None,
     kill_after: float,
     scratch: Path,
+    user: ScriptUser | None = None,
 ) -> _Finished:
     try:
         finished = await _run_process(
-            argv, env=env, cwd=cwd, kill_after=kill_after, scratch=scratch
+            argv, env=env, cwd=cwd, kill_after=kill_after, scratch=scratch, user=user
         )
     except OSError as exc:
         raise HookFailed(name, f"could not start: {exc}") from exc
@@ -618,7 +647,11 @@ async def _run_process(
     cwd: Path | None,
     kill_after: float,
     scratch: Path,
+    user: ScriptUser | None = None,
 ) -> _Finished:
+    identity: dict[str, Any] = {}
+    if user is not None:
+        identity = {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
     # Output goes to a file, not a pipe: a background child keeping a pipe open would
     # otherwise hold up the wait for the script itself.
     output_path = scratch / "output"
@@ -632,6 +665,7 @@ async def _run_process(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
+            **identity,
         )
     finally:
         os.close(sink)
@@ -668,7 +702,8 @@ def _tail(path: Path) -> str:
         size = stream.seek(0, os.SEEK_END)
         stream.seek(max(0, size - OUTPUT_CAP))
         data = stream.read()
-    text = data.decode("utf-8", errors="replace")
+    # Stock scripts run under `set -x`: tokens and passwords would show in their output.
+    text = scrub_text(data.decode("utf-8", errors="replace"))
     if size > OUTPUT_CAP:
         return f"[... first {size - OUTPUT_CAP} bytes left out ...]\n{text}"
     return text

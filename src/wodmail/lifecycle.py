@@ -28,7 +28,13 @@ from wodmail.appliance import appliance_target
 from wodmail.backend import Account, Backend
 from wodmail.config import Config
 from wodmail.dispatcher import JobContext
-from wodmail.errors import ConfigurationError, TemplateError, TransientError, WodmailError
+from wodmail.errors import (
+    ConfigurationError,
+    HookFailed,
+    TemplateError,
+    TransientError,
+    WodmailError,
+)
 from wodmail.hooks import HookContext
 from wodmail.jobs import Job
 from wodmail.logs import register_secret
@@ -190,7 +196,14 @@ class OrderRun:
             log=log.bind(phase=phase),
         )
         async def run_hooks() -> list[dict[str, Any]]:
-            runs = [run.model_dump() for run in await backend.hooks.run(phase, ctx)]
+            ctx.exports = await backend.script_exports()
+            try:
+                runs = [run.model_dump() for run in await backend.hooks.run(phase, ctx)]
+            except HookFailed as exc:  # keep what the failing hook said, for `wodmail show`
+                self.result.setdefault("hooks", []).append(
+                    {"name": exc.hook, "ok": False, "output": exc.output,
+                     "user": backend.hooks.shell.label if exc.hook.startswith("script ") else ""})
+                raise
             self.result.setdefault("hooks", []).extend(runs)
             return runs
 

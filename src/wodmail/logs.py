@@ -78,6 +78,12 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+def scrub_text(text: str) -> str:
+    """`text` with every registered secret masked (hook output kept in the journal)."""
+    with _secrets_lock:
+        return str(_scrub(text))
+
+
 def _is_secret_key(key: Any) -> bool:
     return isinstance(key, str) and key.lower() in SECRET_KEYS
 

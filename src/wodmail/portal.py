@@ -263,6 +263,10 @@ class PortalClient(ClientBase):
             json_body=body,
         )
 
+    async def access_token(self) -> str:
+        """A valid moderator token, for legacy scripts that call the API-DB themselves."""
+        return await self._fresh_token()
+
     async def _fresh_token(self, *, stale: str | None = None) -> str:
         """A token young enough to use; logs in when there is none, it is old, or is `stale`.
 
