@@ -83,7 +83,7 @@ class Backend:
         size = settings.ssh_key_pool
         if size is None:
             size = students.max - students.min + 1
-        self.keys = KeyPool(size, settings.ssh_key_bits)
+        self.keys = KeyPool(size, settings.ssh_key_bits, self.config.state_dir / "keys")
 
     def start(self) -> None:
         self.keys.start()
