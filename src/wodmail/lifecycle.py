@@ -9,8 +9,9 @@ repeated or not. A password is drawn once and saved in the record before it is u
 accounts, portal and result agree whatever was done before.
 
 Portal flags set once in the participant's view (`active`, `cleaned`) are, on a re-run that
-has no record of them, first read back from the portal: a crash between the PUT and its
-record must not send them twice.
+has no record of them and on a retry of the same step, first read back from the portal: a
+crash between the PUT and its record, or an answer lost after the portal acted on it (a
+timeout, a truncated reply), must not send them twice.
 """
 
 from __future__ import annotations
@@ -255,17 +256,23 @@ class OrderRun:
         )
 
     async def update_customer(self, *, confirm: bool = False, **fields: Any) -> None:
-        """PUT customer/C; with `confirm`, a re-run in doubt reads the customer first and
-        sends nothing if the portal already holds these values (see the module's doc)."""
+        """PUT customer/C; with `confirm`, a re-run or a retry in doubt reads the customer first
+        and sends nothing if the portal already holds these values (see the module's doc)."""
         if not self.customer:
             return
         portal = self.portal
         shown = ",".join(fields)
         name = f"portal customer/{self.customer} {shown}"
 
+        tries = 0
+
         async def put() -> str:
+            nonlocal tries
+            tries += 1
             assert portal is not None
-            if confirm and self.ctx.rerun:
+            # An earlier try (this run's, cut off by a timeout or a truncated answer, or a
+            # crashed run's) may have reached the portal: read it back before sending again.
+            if confirm and (self.ctx.rerun or tries > 1):
                 current = await portal.get_customer(self.customer)
                 if all(_same(current.get(k), v) for k, v in fields.items()):
                     return "already set"

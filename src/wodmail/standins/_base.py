@@ -8,6 +8,7 @@ real sockets. Subclasses only implement `_route` (and, if a body holds a secret,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -56,6 +57,7 @@ class StandinResponse:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
+    truncated: bool = False  # send half the body (Content-Length of the whole), then hang up
 
     @classmethod
     def of_json(cls, status: int, payload: Any) -> StandinResponse:
@@ -75,6 +77,7 @@ class StandinServer:
         self._down = False
         self._drop_when_down = False
         self._failures: list[int] = []
+        self._truncations = 0
         self._delay = 0.0
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -152,6 +155,14 @@ class StandinServer:
         with self._lock:
             self._failures.extend([status] * n)
 
+    def truncate_next(self, n: int = 1) -> None:
+        """Handle the next `n` requests, then cut each answer short: half its body is sent
+        and the connection closed (what a proxy or a crashing peer does mid-response)."""
+        if n < 0:
+            raise ValueError(f"truncate_next needs n >= 0, got {n}")
+        with self._lock:
+            self._truncations += n
+
     def set_delay(self, seconds: float) -> None:
         """Wait `seconds` before answering each request (to provoke client timeouts)."""
         if seconds < 0:
@@ -170,6 +181,9 @@ class StandinServer:
             response = self._injected_failure()
             if response is None and not (self._down and self._drop_when_down):
                 response = self._route_or_report(request)
+                if self._truncations:
+                    self._truncations -= 1
+                    response = dataclasses.replace(response, truncated=True)
             self._calls.append(
                 RecordedCall(
                     method=request.method,
@@ -269,6 +283,12 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
+        if response.truncated:
+            self.wfile.write(response.body[: len(response.body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.wfile.write(response.body)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
