@@ -13,6 +13,8 @@ What is counted, each a defect when not 0:
 - doubled: a Message-ID recorded as more than one order;
 - active sent twice: a customer told `active` more than once (`PUT customer/C active`);
 - cleaned sent twice, or never: the same for each CLEANUP's `cleaned`;
+- completion figures overwritten: a CLEANUP's customer given more than one
+  `completionPercentage`, or 0 (the participant always runs a cell once told `active`);
 - redeployed after active: a post-copy hook ran for an order's home after the portal had
   told that order's participant `active` (the hook and the portal write one shared event
   log; an order is known by its password);
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import signal
@@ -90,6 +93,7 @@ class Report:
     doubled: list[str] = field(default_factory=list)
     active_twice: list[str] = field(default_factory=list)
     cleaned_wrong: list[str] = field(default_factory=list)
+    completion_wrong: list[str] = field(default_factory=list)
     redeployed: list[str] = field(default_factory=list)
     stray_passwords: list[str] = field(default_factory=list)
     integrity: str = "?"
@@ -103,6 +107,7 @@ class Report:
             "doubled": len(self.doubled),
             "active sent twice": len(self.active_twice),
             "cleaned not once": len(self.cleaned_wrong),
+            "completion overwritten": len(self.completion_wrong),
             "redeployed after active": len(self.redeployed),
             "stray passwords": len(self.stray_passwords),
             "integrity_check not ok": int(self.integrity != "ok"),
@@ -116,7 +121,8 @@ class Report:
                f"SIGKILLs, {self.seconds:.1f} s; {self.interrupted} orders interrupted mid-run, "
                f"{self.resumed_steps} of their steps skipped by re-runs"]
         out += [f"  {name}: {count}" for name, count in self.defects().items()]
-        for name in ("lost", "doubled", "active_twice", "cleaned_wrong", "redeployed",
+        for name in ("lost", "doubled", "active_twice", "cleaned_wrong", "completion_wrong",
+                     "redeployed",
                      "stray_passwords"):
             for item in getattr(self, name)[:10]:
                 out.append(f"    {name}: {item}")
@@ -146,7 +152,8 @@ class EventLog:
 
 def watch_portal(sandbox: Sandbox, events: EventLog) -> None:
     """Logs `active <student> <password digest>` before the portal answers the PUT, so the
-    event is in the log before the daemon can go on (and before any redeploy)."""
+    event is in the log before the daemon can go on (and before any redeploy); then the
+    participant starts working: they run the first code cell of the first notebook."""
     portal = sandbox.portal
     handle = portal._handle
     prefix = portal.base_path + "/customer/"
@@ -158,10 +165,27 @@ def watch_portal(sandbox: Sandbox, events: EventLog) -> None:
             customer = portal.customer(int(request.path.removeprefix(prefix))) or {}
             db_id = customer.get("studentId")
             student = (portal.student(db_id) or {}) if db_id is not None else {}
-            events.append(f"active {int(db_id) - BASE_ID} {digest(student.get('password', ''))}")
+            number = int(db_id) - BASE_ID
+            events.append(f"active {number} {digest(student.get('password', ''))}")
+            answer = handle(request)
+            run_first_cell(sandbox.home(number) / WS / "0-ReadMeFirst.ipynb")
+            return answer
         return handle(request)
 
     portal._handle = watched  # type: ignore[method-assign]
+
+
+def run_first_cell(notebook: Path) -> None:
+    """What a participant does: one code cell executed (in place: owner and inode kept)."""
+    try:
+        data = json.loads(notebook.read_text())
+    except (OSError, ValueError):
+        return  # no such home: the order is not ours to judge here
+    for cell in data.get("cells", []):
+        if cell.get("cell_type") == "code":
+            cell["execution_count"] = 1
+            break
+    notebook.write_text(json.dumps(data))
 
 
 def write_hook(scripts: Path, events: EventLog, pause: float) -> None:
@@ -243,7 +267,7 @@ def send_until_acknowledged(port: int, order: Planned, stop: threading.Event) ->
 
 def run_stream(
     root: Path, *, students: int, rounds: int, kills: int, seed: int,
-    alive: tuple[float, float] = (0.2, 1.2), hook_pause: float = 0.2,
+    alive: tuple[float, float] = (0.2, 1.2), hook_pause: float = 0.2, hub_pause: float = 0.2,
     progress: Any = None,
 ) -> Report:
     """Runs the whole chaos stream in `root`; returns what it counted."""
@@ -258,11 +282,12 @@ def run_stream(
                 sandbox.portal.add_customer(r * 1000 + n, notebook=WS, studentId=n + BASE_ID)
         events = EventLog(root / "events.log")
         watch_portal(sandbox, events)
+        sandbox.hub.set_delay(hub_pause)  # widens the window between `active` and done
         write_hook(root / "scripts", events, hook_pause)
         data = sandbox.config_data()
         port = free_port()
         data["listen"]["port"] = port
-        data["scripts"] = {"private": str(root / "scripts")}
+        data["scripts"]["private"] = str(root / "scripts")
         data["accounts"]["ssh_key_bits"] = 2048  # the smallest allowed: keys are not measured here
         data["dispatch"].update(retry_deadline_seconds=60)
         config = root / "wodmail.yml"
@@ -347,6 +372,10 @@ def judge(report: Report, sandbox: Sandbox, orders: list[Planned], events: Event
         if count != 1:
             target = report.active_twice if order.verb == "CREATE" else report.cleaned_wrong
             target.append(f"customer {order.customer}: {flag} sent {count} times")
+        figures = [body["completionPercentage"] for where, body in writes
+                   if where == path_c and "completionPercentage" in (body or {})]
+        if order.verb == "CLEANUP" and (len(set(figures)) != 1 or 0 in figures):
+            report.completion_wrong.append(f"customer {order.customer}: {figures}")
     judge_events(report, events)
     judge_passwords(report, sandbox, orders, jobs)
     with sqlite3.connect(path) as conn:
