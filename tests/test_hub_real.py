@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,10 +25,13 @@ pytest.importorskip(
     "jupyterhub", reason="jupyterhub is not installed (it comes with the `test` extra)"
 )
 
+from e2e import Backend2E  # noqa: E402
 from real_hub import RealHub, start_hub  # noqa: E402  (needs jupyterhub)
 from wodmail.config import Hub  # noqa: E402
 from wodmail.errors import PeerMisconfigured, PeerRefused, PeerUnavailable  # noqa: E402
 from wodmail.hub import HubClient  # noqa: E402
+from wodmail.jobs import JobState  # noqa: E402
+from wodmail.sandbox import SAMPLE_WORKSHOP, make_sandbox  # noqa: E402
 
 SLOW = 2.0
 WAIT = 60.0  # how long a test waits for something the hub will surely do (a loaded machine)
@@ -180,9 +184,9 @@ async def test_pending_stop_then_start(real_hub: RealHub) -> None:
 
 async def test_a_user_the_hub_does_not_have(real_hub: RealHub) -> None:
     async with client(real_hub) as hub:
-        with pytest.raises(PeerRefused, match="JupyterHub has no user 'student99'") as caught:
+        with pytest.raises(PeerRefused, match="JupyterHub: no user 'student99'") as caught:
             await hub.start_server("student99")
-        with pytest.raises(PeerRefused, match="has no user 'student99'"):
+        with pytest.raises(PeerRefused, match="no user 'student99'"):
             await hub.preflight("student99")
         assert await hub.stop_server("student99") == "no such hub user"
         await hub.preflight("student10")
@@ -220,6 +224,34 @@ async def test_a_token_missing_a_scope(real_hub: RealHub) -> None:
     assert "needs any of the scopes [delete:servers]" in str(stop.value)
     assert real_hub.events("student13") == []
     assert real_hub.events("student12") == ["start", "started"]
+
+
+async def test_orders_with_the_real_hub(real_hub: RealHub, tmp_path: Path) -> None:
+    # The daemon with its real lifecycle on a sandbox (stand-in portal), the hub real.
+    # student21 is one the sandbox has but the hub does not.
+    box = make_sandbox(tmp_path / "sandbox", students=range(14, 22), base_id=100)
+    hub = {"url": real_hub.url, "token": real_hub.tokens["wodmail"]}
+    wod = await Backend2E(box, box.config(hub=hub)).start()
+    try:
+        created = await wod.order("CREATE 14 14", SAMPLE_WORKSHOP)
+        cleaned = await wod.order("CLEANUP 14 14", SAMPLE_WORKSHOP)
+        never = await wod.order("CLEANUP 15 15", SAMPLE_WORKSHOP)  # never started
+        refused = await wod.order("CREATE 21 21", SAMPLE_WORKSHOP)
+    finally:
+        await wod.stop()
+        box.close()
+
+    assert created.state is JobState.DONE, created.reason
+    assert created.result["hub"] == "started" and not created.result.get("warnings")
+    assert cleaned.state is JobState.DONE, cleaned.reason
+    assert cleaned.result["hub"] == "stopped"
+    assert real_hub.events("student14") == ["start", "started", "stop", "stopped"]
+    assert never.state is JobState.DONE, never.reason
+    assert never.result["hub"] == "not running"
+    assert refused.state is JobState.FAILED
+    assert refused.reason.startswith("hub check student21: JupyterHub: no user 'student21'")
+    steps = [step["name"] for step in refused.result["steps"]]
+    assert "set-password student21" not in steps and "wipe-home student21" not in steps
 
 
 def test_our_default_timeout_outlasts_the_hubs_slow_timeouts() -> None:

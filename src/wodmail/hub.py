@@ -295,7 +295,7 @@ class HubClient(ClientBase):
             detail = "" if said.startswith("{") else f", {said}"
             return PeerRefused(
                 PEER,
-                f"JupyterHub has no user {user!r} ({where} answered 404{detail}): "
+                f"no user {user!r} ({where} answered 404{detail}): "
                 "every student wodmail serves must be a user of the hub",
                 status=status,
             )
