@@ -28,7 +28,7 @@ from wodmail.jobs import JobState
 from wodmail.journal import JournalReader
 from wodmail.relay import OrderMailbox, default_order_recipients, list_outbox, prepare_message
 from wodmail.standins.mail_clients import send_portal_style
-from wodmail.standins.smarthost import HungSmarthost, Smarthost
+from wodmail.standins.smarthost import HungSmarthost, Smarthost, make_certificate
 
 PASSWORD = "Pw-7hX3kq9TzR"
 CREDENTIALS_BODY = (
@@ -370,6 +370,59 @@ async def test_cli_lists_the_outbox_without_any_message_text_and_prunes_it(
     assert await asyncio.to_thread(cli.main, prune) == 0
     assert "1 relayed mails finished more than 0 days ago deleted" in capsys.readouterr().out
     assert [m["pending"] for m in outbox(config)] == [["joe@example.net"]]
+
+
+@pytest.mark.parametrize("tls", ["starttls", "tls"])
+async def test_tls_and_login_to_a_smarthost_that_requires_them(
+    tls, make_config, start_daemon, tmp_path, log_stream
+):
+    certificate = make_certificate(tmp_path)
+    smarthost = Smarthost(tls=tls, certificate=certificate, login=("wod", "relay-Secret-9"))
+    smarthost.start()
+    try:
+        relay = {
+            "host": "127.0.0.1", "port": smarthost.port, "order_recipients": ["@backend"],
+            "tls": tls, "user": "wod", "password": "relay-Secret-9",
+            "retry_base_seconds": 3600, "retry_max_seconds": 3600,
+        }
+        untrusted = make_config(relay=relay)  # no ca_file: the system CAs do not know it
+        daemon = await start_daemon(untrusted)
+        await asyncio.to_thread(send_credentials, daemon.port)
+        [waiting] = await eventually(lambda: [m for m in outbox(untrusted) if m["attempts"]],
+                                     "an untrusted certificate")
+        assert "CERTIFICATE_VERIFY_FAILED" in waiting["last_error"]
+        await daemon.stop(grace=5)
+
+        wrong = make_config(relay={**relay, "password": "wrong-Secret-1",
+                                   "ca_file": str(certificate[0])})
+        daemon = await start_daemon(wrong)
+        [waiting] = await eventually(lambda: [m for m in outbox(wrong) if m["attempts"] == 2],
+                                     "a refused login")
+        # A refused login is the admin's to fix: retried, never a reason to drop the mail.
+        assert waiting["state"] == "queued" and waiting["last_error"].startswith("535 ")
+        await daemon.stop(grace=5)
+
+        right = make_config(relay={**relay, "password": "relay-Secret-9",
+                                   "ca_file": str(certificate[0])})
+        await start_daemon(right)
+        await eventually(lambda: [m for m in outbox(right) if m["state"] == "sent"], "delivery")
+        assert [m.rcpt_tos for m in smarthost.mails()] == [["jane@example.com"]]
+        assert [m["attempts"] for m in outbox(right)] == [3]
+        logged = log_stream.getvalue()
+        assert "relay-Secret-9" not in logged and "wrong-Secret-1" not in logged
+    finally:
+        smarthost.stop()
+
+
+def test_a_relay_login_needs_tls_and_its_password_is_masked(make_config):
+    from wodmail.errors import ConfigurationError
+    from wodmail.service import describe
+
+    with pytest.raises(ConfigurationError, match="relay.user needs relay.tls"):
+        make_config(relay={"host": "smtp.example.org", "user": "wod", "password": "x"})
+    config = make_config(relay={"host": "smtp.example.org", "tls": "starttls", "user": "wod",
+                                "password": "relay-Secret-9"})
+    assert describe(config)["relay"]["password"] == "***"
 
 
 # --- the pieces ------------------------------------------------------------------------------

@@ -153,6 +153,16 @@ class Relay(_Section):
     retry_base_seconds: float = Field(30.0, gt=0)
     retry_max_seconds: float = Field(900.0, gt=0)
     give_up_seconds: float = Field(86400.0, ge=0)
+    tls: Literal["none", "starttls", "tls"] = "none"
+    ca_file: Path | None = Field(None, description="CAs to verify the smarthost; default: system")
+    user: str | None = None
+    password: str = ""
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> Relay:
+        if self.user and self.tls == "none":
+            raise ValueError("relay.user needs relay.tls starttls or tls (no password in clear)")
+        return self
 
     @field_validator("order_recipients")
     @classmethod

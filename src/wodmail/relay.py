@@ -25,6 +25,7 @@ import re
 import smtplib
 import socket
 import sqlite3
+import ssl
 import time
 import uuid
 from collections.abc import Iterable
@@ -38,6 +39,7 @@ from typing import Any, TypeVar
 import structlog
 
 from wodmail.config import Relay as RelaySettings
+from wodmail.logs import register_secret
 
 log = structlog.get_logger(__name__)
 
@@ -221,27 +223,60 @@ def _sort(attempt: Attempt, recipients: Iterable[str], code: int, reason: str) -
 def deliver(
     settings: RelaySettings, helo: str, mail_from: str, recipients: list[str], message: bytes
 ) -> Attempt:
-    """One SMTP session with the smarthost (blocking: run it in a thread)."""
-    assert settings.host is not None
+    """One SMTP session with the smarthost (blocking: run it in a thread).
+
+    A failure before MAIL (connection, TLS, login) is always temporary, even a 5xx: it says
+    something about the setup, which an admin can fix, not about the mail."""
     attempt = Attempt()
-    client = smtplib.SMTP(timeout=settings.timeout_seconds, local_hostname=helo)
+    client: smtplib.SMTP | None = None
+    in_session = False
     try:
-        client.connect(settings.host, settings.port)
+        client = _client(settings, helo)
+        _open(client, settings)
+        in_session = True
         _transaction(client, attempt, mail_from, recipients, message)
     except smtplib.SMTPResponseException as exc:
-        client.close()
-        _sort(attempt, _undecided(attempt, recipients), exc.smtp_code,
+        code = exc.smtp_code if in_session else 0
+        _sort(attempt, _undecided(attempt, recipients), code,
               _reply(exc.smtp_code, exc.smtp_error))
     except (OSError, smtplib.SMTPException) as exc:
-        client.close()  # no QUIT: a hung smarthost would cost another timeout
         reason = f"{settings.host}:{settings.port}: {exc.__class__.__name__}: {exc}"
         _sort(attempt, _undecided(attempt, recipients), 0, reason[:_SHOWN_MAX])
     else:
         try:
             client.quit()
         except (OSError, smtplib.SMTPException):
-            client.close()  # the mail is delivered; a lost QUIT changes nothing
+            pass  # the mail is delivered; a lost QUIT changes nothing
+    if client is not None:
+        client.close()  # after a failure, no QUIT: a hung smarthost would cost another timeout
     return attempt
+
+
+def _client(settings: RelaySettings, helo: str) -> smtplib.SMTP:
+    """Connected (and for `tls`, encrypted); the host name is what the certificate must name."""
+    assert settings.host is not None
+    if settings.tls == "tls":
+        return smtplib.SMTP_SSL(
+            settings.host, settings.port, local_hostname=helo,
+            timeout=settings.timeout_seconds, context=_tls(settings),
+        )
+    return smtplib.SMTP(
+        settings.host, settings.port, local_hostname=helo, timeout=settings.timeout_seconds
+    )
+
+
+def _tls(settings: RelaySettings) -> ssl.SSLContext:
+    """The smarthost's certificate is always verified (against `relay.ca_file` if set)."""
+    return ssl.create_default_context(cafile=settings.ca_file)
+
+
+def _open(client: smtplib.SMTP, settings: RelaySettings) -> None:
+    if settings.tls == "starttls":
+        client.ehlo()
+        client.starttls(context=_tls(settings))
+        client.ehlo()
+    if settings.user:
+        client.login(settings.user, settings.password)
 
 
 def _undecided(attempt: Attempt, recipients: list[str]) -> list[str]:
@@ -414,6 +449,7 @@ class Relay:
         )
 
     async def start(self) -> None:
+        register_secret(self._settings.password, permanent=True)
         self._outbox = await self._in_db(Outbox, self._path)
         waiting = await self._in_db(self._outbox.retry_all_now, time.time())
         if waiting:

@@ -393,7 +393,9 @@ def _shadowed_vars(config: Config) -> list[str]:
 def describe(config: Config) -> dict[str, Any]:
     """What `wodmail check-config` prints: the effective settings, secrets masked."""
     data = config.model_dump(mode="json")
-    for section, key in (("portal", "password"), ("hub", "token"), ("accounts", "password")):
+    secrets = (("portal", "password"), ("hub", "token"), ("accounts", "password"),
+               ("relay", "password"))
+    for section, key in secrets:
         if data.get(section, {}).get(key):
             data[section][key] = "***"
     ldap = data.get("accounts", {}).get("ldap", {})
