@@ -304,7 +304,9 @@ async def test_order_mail_is_never_relayed(relay_config, smarthost, start_daemon
     assert outbox(config) == [] and smarthost.mails() == []
 
 
-async def test_relay_off_stores_nothing_and_records_the_refusal(make_config, start_daemon):
+async def test_relay_off_stores_nothing_and_records_the_refusal_headers_only(
+    make_config, start_daemon
+):
     config = make_config()  # no relay.host
     daemon = await start_daemon(config)
     replies = await asyncio.to_thread(send_credentials, daemon.port)
@@ -313,6 +315,9 @@ async def test_relay_off_stores_nothing_and_records_the_refusal(make_config, sta
     [job] = await eventually(lambda: reader.list_jobs(), "the refusal")
     assert job.state is JobState.REJECTED
     assert job.subject == "Workshops-on-Demand credentials"
+    raw = reader.raw(job.id) or b""
+    assert b"Subject: Workshops-on-Demand credentials" in raw and b"jane@example.com" in raw
+    assert PASSWORD.encode() not in raw and b"User Name" not in raw
     assert not config.outbox_path().exists()
 
 
