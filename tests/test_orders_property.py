@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
 
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from wodmail.orders import CUSTOMER_ID_MAX, Order, OrderRules, Rejection, Verb, parse_order
@@ -195,6 +195,7 @@ def test_portal_burst_and_smtplib_give_the_same_order(
 
 @FAST
 @given(messy_mails())
+@example(b"Subject: \x1f\n")  # str.strip() ate U+001F, the email package keeps it
 def test_plain_mails_read_the_same_with_or_without_the_email_package(data: bytes) -> None:
     # A MIME-Version header alone changes nothing a reader sees, but sends the mail through
     # the email package: both ways must give the same order or the same refusal. (A mail

@@ -606,7 +606,11 @@ def _raw_header(head: list[bytes], name: str) -> str | None:
             value.append(line)
         elif not folded and line.lower().startswith(wanted):
             value = [line[len(wanted) :]]
-    return None if value is None else b"".join(value).decode("utf-8", errors="replace").strip()
+    if value is None:
+        return None
+    # Only SMTP's own blanks: str.strip() would also eat U+001C..U+001F, which the email
+    # package keeps, so the two readings of one mail would differ.
+    return b"".join(value).decode("utf-8", errors="replace").strip(" \t\r\n")
 
 
 def _message_id(raw: str | None) -> str | None:
