@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,35 @@ async def test_connections_over_the_cap_get_421_and_one_summary(make_config, sta
     )
     assert again.startswith(b"220 ")
     assert daemon.gate is not None and daemon.gate.refused.total >= 5
+
+
+async def test_a_flood_of_refused_mail_from_one_client_is_counted_not_journaled(
+    make_config, start_daemon
+):
+    from wodmail.intake import REFUSALS_RECORDED_AT_ONCE, REFUSALS_RECORDED_PER_SECOND
+    from wodmail.journal import JournalReader
+
+    config = make_config()
+    daemon = await start_daemon(config)
+    mails = 2 * REFUSALS_RECORDED_AT_ONCE + 100
+    transaction = (b"MAIL FROM:<a@example.org>\r\nRCPT TO:<w@backend>\r\nDATA\r\n"
+                   b"Subject: hello\r\n\r\nnot an order\r\n.\r\n")
+
+    def flood_session() -> bytes:
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=60) as sock:
+            sock.sendall(b"EHLO x\r\n" + transaction * mails + b"QUIT\r\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    started = time.monotonic()
+    transcript = await asyncio.to_thread(flood_session)
+    elapsed = time.monotonic() - started
+    assert transcript.count(b"550 5.6.0 not an order") == mails  # every one refused
+    assert b"not recorded: too many refusals from 127.0.0.1" in transcript
+    rows = JournalReader(config.journal_path()).list_jobs()
+    assert REFUSALS_RECORDED_AT_ONCE <= len(rows) < mails
+    assert len(rows) <= REFUSALS_RECORDED_AT_ONCE + REFUSALS_RECORDED_PER_SECOND * elapsed + 1
+    handler = daemon._handler
+    assert handler.unrecorded_refusals.total == mails - len(rows)

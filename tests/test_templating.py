@@ -318,3 +318,45 @@ def test_layer_variables_refuses_an_unknown_mode() -> None:
             mode="TEST",
             password=None,
         )
+
+
+# --- resource limits (issue 8 item 7) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{ ('a'*100000000)|length }}",
+         "'*' would build a value of 100000000 characters: over the limit of 1000000"),
+        ("{{ 'a'.ljust(100000000) }}", "an argument asking for a value of 100000000"),
+        ("{{ 'x'|center(100000000) }}", "an argument asking for a value of 100000000"),
+        ("{% set s = 'a'*600000 %}{{ s ~ s }}", "'~' would build a string of 1200000"),
+        ("{% set s = 'a'*600000 %}{{ s + s }}", "'+' would build a value of 1200000"),
+        ("{{ '%0100000000d' % 1 }}", "'%' format with a width of 10 million or more"),
+        ("{{ 10 ** 100000000 }}", "'**' would build a number"),
+        ("{% for i in range(3000) %}{{ 'x' * 500 }}{% endfor %}",
+         "template output of 1000500 characters: over the limit of 1000000"),
+        ("{% set r = range(100000) %}{% for a in r %}{% for b in r %}{% endfor %}{% endfor %}",
+         "rendering took longer than the 1 s limit"),
+    ],
+)
+def test_templates_cannot_exhaust_memory_or_time(template, reason):
+    renderer = Renderer({}, max_output_chars=1_000_000, time_limit_seconds=1)
+    with pytest.raises(TemplateError) as failure:
+        renderer.render(template, "WKSHP-X/bomb.ipynb")
+    assert reason in str(failure.value)
+    assert str(failure.value).startswith("WKSHP-X/bomb.ipynb: ")
+
+
+def test_a_huge_value_fails_where_it_is_used():
+    renderer = Renderer({"big": "{{ 'a' * 100000000 }}"}, max_output_chars=1_000_000)
+    with pytest.raises(TemplateError, match="in the value of 'big'"):
+        renderer.render("{{ big|length }}", "f")
+
+
+def test_templates_within_the_limits_render_unchanged():
+    renderer = Renderer({"x": "abc", "n": 12345678901234},
+                        max_output_chars=1_000_000, time_limit_seconds=1)
+    text = ("{{ x ~ 'y' }} {{ 1 + 2 }} {% for i in range(3) %}{{ i }}{% endfor %} "
+            "{{ '%05d'|format(3) }} {{ 'ab' * 3 }} {{ '%d'|format(n) }} {{ x|center(7) }}\n")
+    assert renderer.render(text, "f") == "abcy 3 012 00003 ababab 12345678901234   abc  \n"

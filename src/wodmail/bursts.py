@@ -63,3 +63,31 @@ class BurstLog:
             window_seconds=self._window,
             **getattr(self, "_fields", {}),
         )
+
+
+class PeerRate:
+    """A token bucket per peer: up to `burst` events at once, then `per_second` on average.
+
+    For refusals: a client sending thousands of refused mails gets each refused, but only
+    the first ones (and then a steady trickle) are recorded one by one; the rest are counted
+    in one summary line per burst.
+    """
+
+    _MAX_PEERS = 10_000  # forget all buckets beyond this many peers (they refill anyway)
+
+    def __init__(self, burst: int, per_second: float) -> None:
+        self._burst = float(burst)
+        self._rate = per_second
+        self._buckets: dict[str, tuple[float, float]] = {}  # peer -> (tokens, when)
+
+    def take(self, peer: str, now: float) -> bool:
+        """One event for `peer` at `now` (monotonic seconds): True if within its budget."""
+        tokens, then = self._buckets.get(peer, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - then) * self._rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        if len(self._buckets) >= self._MAX_PEERS and peer not in self._buckets:
+            self._buckets.clear()
+        self._buckets[peer] = (tokens, now)
+        return allowed

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from wodmail.bursts import BurstLog, PeerRate
 from wodmail.config import Config, Notebooks
 from wodmail.executor import Executor
 from wodmail.gate import in_networks, peer_host
@@ -22,6 +23,11 @@ from wodmail.redact import headers_only
 from wodmail.relay import Relay
 
 log = structlog.get_logger(__name__)
+
+# Refusals recorded per client: this many at once, then this many per second on average
+# (an event's worth of portal mails fits; a flood from one client does not).
+REFUSALS_RECORDED_AT_ONCE = 300
+REFUSALS_RECORDED_PER_SECOND = 5.0
 
 
 def _address(value: str | None) -> str | None:
@@ -73,6 +79,9 @@ class IntakeHandler:
     ) -> None:
         self._journal = journal
         self._relay = relay
+        self._refusal_rate = PeerRate(REFUSALS_RECORDED_AT_ONCE, REFUSALS_RECORDED_PER_SECOND)
+        self.unrecorded_refusals = BurstLog("refused mails not recorded one by one (too many"
+                                            " from one client; summary of a burst)")
         self._executor = executor
         self.configure(config, senders)
 
@@ -207,6 +216,12 @@ class IntakeHandler:
         message_id: str | None = None,
         sender: str | None = None,
     ) -> str:
+        peer = arrival.peer or "(unknown)"
+        if not self._refusal_rate.take(peer, time.monotonic()):
+            # A flood of refused mail: each is still refused, but not written down one by
+            # one (the journal and the log would grow with it); counted per burst instead.
+            self.unrecorded_refusals.add(peer, reason=reason)
+            return f"550 5.6.0 {reason} (not recorded: too many refusals from {peer})"
         try:
             job_id = await self._journal.reject(
                 reason, arrival, verb=verb, message_id=message_id, sender=sender

@@ -245,6 +245,8 @@ class Daemon:
             server.close()  # no new connections
         if self.gate is not None:
             self.gate.refused.flush()  # the summary of a burst still in its window
+        if self._handler is not None:
+            self._handler.unrecorded_refusals.flush()
         if self._sessions is not None:
             # Sessions still committing an order the client already sent (the portal never
             # waits for the reply) finish before the journal closes; idle ones end now.

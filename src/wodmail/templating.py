@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import hashlib
 import json
 import os.path
@@ -51,6 +52,7 @@ from jinja2 import (
     TemplateSyntaxError,
     Undefined,
     UndefinedError,
+    nodes,
     pass_context,
 )
 from jinja2.exceptions import FilterArgumentError, SecurityError
@@ -617,8 +619,166 @@ def _now(utc: bool = False, fmt: str | None = None) -> Any:
 # --- environments and the render core ---------------------------------------------------
 
 
+# --- resource limits ----------------------------------------------------------------------
+#
+# A template is code from a workshop author. Jinja's sandbox stops it reaching Python
+# internals, not from building a 100 MB string or looping for hours, so each render gets a
+# budget: the output's size, the size of any string or list built on the way (`*`, `+`,
+# `~`, `%` and calls with huge counts are checked before they run), and wall time (checked
+# at every loop iteration, call and output piece). None of this changes what a template
+# within its budget renders.
+
+DEFAULT_MAX_OUTPUT_CHARS = 32 * 1024 * 1024
+DEFAULT_TIME_LIMIT_SECONDS = 30.0
+_TICKS_PER_CLOCK_CHECK = 256
+_FORMAT_WIDTH = re.compile(r"\d{8,}")  # a width or precision of 10**7 or more
+
+
+class _Budget:
+    """The limits of one render (and of the variable values it expands)."""
+
+    def __init__(self, max_chars: int, seconds: float) -> None:
+        self.max_chars = max_chars
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self._ticks = 0
+
+    def tick(self) -> None:
+        self._ticks += 1
+        if self._ticks % _TICKS_PER_CLOCK_CHECK == 0 and time.monotonic() > self.deadline:
+            raise SecurityError(f"rendering took longer than the {self.seconds:g} s limit")
+
+    def size(self, size: int, what: str) -> None:
+        if size > self.max_chars:
+            raise SecurityError(f"{what} of {size} characters: over the limit of {self.max_chars}")
+
+
+_BUDGET: ContextVar[_Budget | None] = ContextVar("wodmail_render_budget", default=None)
+
+
+def _budget() -> _Budget | None:
+    return _BUDGET.get()
+
+
+def _sized(value: Any) -> int | None:
+    return len(value) if isinstance(value, str | bytes | list | tuple) else None
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    budget = _budget()
+    if budget is None:
+        return
+    budget.tick()
+    if operator == "*":
+        for seq, count in ((left, right), (right, left)):
+            length = _sized(seq)
+            if length is not None and isinstance(count, int) and not isinstance(count, bool):
+                budget.size(length * max(count, 0), "'*' would build a value")
+    elif operator == "+":
+        left_size, right_size = _sized(left), _sized(right)
+        if left_size is not None and right_size is not None:
+            budget.size(left_size + right_size, "'+' would build a value")
+    elif operator == "%" and isinstance(left, str) and _FORMAT_WIDTH.search(left):
+        raise SecurityError("'%' format with a width of 10 million or more")
+    elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
+        budget.size(left.bit_length() * right // 3, "'**' would build a number")
+
+
+def _check_arguments(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """A method of a string or list asked for a width or count beyond the output limit
+    (`'a'.ljust(10**9)`, `.center`, `.zfill` ...), or a format with a huge width, would build
+    that much: refuse it first."""
+    budget = _budget()
+    if budget is None:
+        return
+    budget.tick()
+    if not isinstance(target, str | bytes | list):
+        return
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool):
+            budget.size(value, "an argument asking for a value")
+    if isinstance(target, str) and _FORMAT_WIDTH.search(target):
+        raise SecurityError("a format with a width of 10 million or more")
+
+
+# Filters that build output in proportion to a width or count argument.
+_SIZED_FILTERS = frozenset({"center", "indent", "wordwrap", "truncate", "format"})
+
+
+def _budget_iter(iterable: Any) -> Any:
+    """Every template `for` loop iterates through this: the clock is checked as it goes."""
+    budget = _budget()
+    if budget is None:
+        yield from iterable
+        return
+    for item in iterable:
+        budget.tick()
+        yield item
+
+
+def _budget_concat(*values: Any) -> str:
+    """The `~` operator, with the size checked before the string is built."""
+    texts = [str(value) for value in values]
+    budget = _budget()
+    if budget is not None:
+        budget.tick()
+        budget.size(sum(len(text) for text in texts), "'~' would build a string")
+    return "".join(texts)
+
+
+def _limited_filter(function: Callable[..., Any], *, counts: bool) -> Callable[..., Any]:
+    """`function` checked first: its int arguments if they are counts or widths (`counts`),
+    and a format string's widths."""
+
+    @functools.wraps(function)
+    def limited(value: Any, *args: Any, **kwargs: Any) -> Any:
+        target = value if isinstance(value, str) else ""
+        _check_arguments(target, args if counts else (), kwargs if counts else {})
+        return function(value, *args, **kwargs)
+
+    return limited
+
+
+def _budget_checks(tree: nodes.Template) -> nodes.Template:
+    """Route every loop and `~` of a parsed template through the budget."""
+    for loop in tree.find_all(nodes.For):
+        loop.iter = nodes.Call(
+            nodes.EnvironmentAttribute("budget_iter"), [loop.iter], [], None, None
+        )
+    for concat in list(tree.find_all(nodes.Concat)):
+        call = nodes.Call(nodes.EnvironmentAttribute("budget_concat"), concat.nodes, [], None,
+                          None)
+        _replace(tree, concat, call)
+    return tree
+
+
+def _replace(tree: nodes.Node, old: nodes.Node, new: nodes.Node) -> None:
+    for parent in tree.find_all(nodes.Node):
+        for field, value in parent.iter_fields():
+            if value is old:
+                setattr(parent, field, new)
+                return
+            if isinstance(value, list) and any(item is old for item in value):
+                setattr(parent, field, [new if item is old else item for item in value])
+                return
+
+
 class _FileEnvironment(SandboxedEnvironment):
     context_class = _LazyContext
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    budget_iter = staticmethod(_budget_iter)
+    budget_concat = staticmethod(_budget_concat)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - jinja's own signature
+        _check_arguments(getattr(__obj, "__self__", None), args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        return _budget_checks(super()._parse(source, name, filename))
 
 
 class _NativeCodeGenerator(NativeCodeGenerator):
@@ -651,6 +811,10 @@ def _make_environment(cls: type[SandboxedEnvironment], **options: Any) -> Sandbo
         **options,
     )
     environment.filters.update(_FILTERS)
+    for name in _SIZED_FILTERS:
+        environment.filters[name] = _limited_filter(
+            environment.filters[name], counts=name != "format"
+        )
     environment.tests.update(_TESTS)
     environment.globals.update(lookup=_lookup, query=_lookup, q=_lookup, now=_now)
     return environment
@@ -702,6 +866,21 @@ def _concat_native(nodes: Iterable[Any]) -> Any:
     return "".join(str(value) for value in values)
 
 
+def _within_budget(pieces: Iterable[Any]) -> Iterable[Any]:
+    """The output pieces, their total size checked as they come (before they are joined)."""
+    budget = _budget()
+    if budget is None:
+        yield from pieces
+        return
+    total = 0
+    for piece in pieces:
+        budget.tick()
+        if isinstance(piece, str):
+            total += len(piece)
+            budget.size(total, "template output")
+        yield piece
+
+
 def _trailing_newlines(text: str) -> int:
     return len(text) - len(text.rstrip("\n"))
 
@@ -714,11 +893,11 @@ def _render(environment: SandboxedEnvironment, text: str, variables: _Variables)
     template = _compile(environment, source)
     context = template.new_context({_VARIABLES_KEY: variables})
     try:
-        nodes = template.root_render_func(context)
+        pieces = _within_budget(template.root_render_func(context))
         if isinstance(environment, _ValueEnvironment):
-            result = _concat_native(nodes)
+            result = _concat_native(pieces)
         else:
-            result = "".join(nodes)
+            result = "".join(pieces)
     except Exception:
         environment.handle_exception()
     if isinstance(result, str):
@@ -762,7 +941,15 @@ class Renderer:
     files of one deploy. Not thread-safe: use one per deploy (they are cheap).
     """
 
-    def __init__(self, variables: Mapping[str, Any], *, hostname: str = "localhost") -> None:
+    def __init__(
+        self,
+        variables: Mapping[str, Any],
+        *,
+        hostname: str = "localhost",
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        time_limit_seconds: float = DEFAULT_TIME_LIMIT_SECONDS,
+    ) -> None:
+        self._limits = (max_output_chars, time_limit_seconds)
         raw = dict(variables)
         raw.setdefault("inventory_hostname", hostname)
         self._variables = _Variables(raw, hostname=str(raw["inventory_hostname"]))
@@ -775,6 +962,7 @@ class Renderer:
         if not looks_like_template(text):
             return text
         token = _RECORDER.set(None)
+        budget = _BUDGET.set(_Budget(*self._limits))
         try:
             result = _render(_FILE_ENVIRONMENT, text, self._variables)
         except TemplateSyntaxError as exc:
@@ -782,6 +970,7 @@ class Renderer:
         except Exception as exc:
             raise _runtime_error(name, exc) from exc
         finally:
+            _BUDGET.reset(budget)
             _RECORDER.reset(token)
         return str(result)
 
@@ -813,6 +1002,7 @@ class Renderer:
             return set()
         recorder: set[str] = set()
         token = _RECORDER.set(recorder)
+        budget = _BUDGET.set(_Budget(*self._limits))
         try:
             _render(_FILE_ENVIRONMENT, text, self._variables)
         except TemplateSyntaxError as exc:
@@ -824,6 +1014,7 @@ class Renderer:
             if not recorder:
                 raise _runtime_error(name, exc) from exc
         finally:
+            _BUDGET.reset(budget)
             _RECORDER.reset(token)
         return recorder
 
