@@ -124,7 +124,7 @@ class RealHub:
     control: Path
     log_file: Path
     users: list[str]
-    slow_seconds: float
+    slow_seconds: float | None  # None: the hub's own default (10 s)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def hold(self, what: str, user: str) -> None:
@@ -183,7 +183,10 @@ def _config(work: Path, api_port: int, hub: RealHub) -> str:
         # May read users and their servers, but not start or stop them.
         {"name": "reader", "scopes": ["read:users", "read:servers"], "services": ["reader"]},
     ]
-    settings = {"slow_spawn_timeout": hub.slow_seconds, "slow_stop_timeout": hub.slow_seconds}
+    settings = (
+        {} if hub.slow_seconds is None
+        else {"slow_spawn_timeout": hub.slow_seconds, "slow_stop_timeout": hub.slow_seconds}
+    )
     return f"""
 c = get_config()  # noqa: F821
 c.JupyterHub.bind_url = "http://127.0.0.1:{free_port()}"
@@ -203,8 +206,8 @@ c.JupyterHub.load_roles = {json.dumps(roles)}
 """
 
 
-def start_hub(work: Path, *, users: list[str], slow_seconds: float) -> RealHub:
-    """Start JupyterHub in `work`; its slow_spawn/stop_timeout (10 s by default) set lower."""
+def start_hub(work: Path, *, users: list[str], slow_seconds: float | None) -> RealHub:
+    """Start JupyterHub in `work`; its slow_spawn/stop_timeout set to `slow_seconds`."""
     control = work / "control"
     control.mkdir(parents=True)
     api_port = free_port()

@@ -254,6 +254,27 @@ async def test_orders_with_the_real_hub(real_hub: RealHub, tmp_path: Path) -> No
     assert "set-password student21" not in steps and "wipe-home student21" not in steps
 
 
+async def test_a_spawn_slower_than_the_hubs_default_10_s(tmp_path: Path) -> None:
+    # The one test with the hub's own slow_spawn_timeout (10 s): with wodmail's default
+    # timeout the start is one POST, answered 202 after those 10 s, then followed.
+    hub_process = start_hub(tmp_path / "jupyterhub", users=["student1"], slow_seconds=None)
+    try:
+        hub_process.hold("start", "student1")
+        with capture_logs() as entries:
+            async with HubClient(hub_process.url, hub_process.tokens["wodmail"],
+                                 poll_seconds=0.1) as hub:
+                start = asyncio.create_task(hub.start_server("student1", within=WAIT))
+                await until(lambda: ("POST", 202) in calls(entries), "the hub's 202")
+                hub_process.release("start", "student1")
+                assert await start == "started"
+        assert hub_process.events("student1") == ["start", "started"]
+    finally:
+        hub_process.stop()
+
+    [post] = [e for e in entries if e["event"] == "hub call" and e["method"] == "POST"]
+    assert post["status"] == 202 and post["duration_ms"] >= 10_000
+
+
 def test_our_default_timeout_outlasts_the_hubs_slow_timeouts() -> None:
     from jupyterhub.handlers.base import BaseHandler
 
