@@ -16,6 +16,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from typing import Any
@@ -256,6 +257,33 @@ async def test_mail_left_in_the_outbox_is_delivered_after_a_restart(
     )
     assert mail["attempts"] == 2
     assert len(smarthost.mails()) == 1
+
+
+async def test_an_unreachable_smarthost_costs_one_timeout_per_retry_not_one_per_mail(
+    relay_config, smarthost, start_daemon
+):
+    hung = HungSmarthost(smarthost.port)
+    config = relay_config(timeout_seconds=1, retry_base_seconds=3600, retry_max_seconds=3600)
+    try:
+        first = await start_daemon(config)
+        for n in range(3):
+            await asyncio.to_thread(send_credentials, first.port, f"p{n}@example.com")
+        await eventually(lambda: len(outbox(config)) == 3, "three queued mails")
+        await first.stop(grace=5)
+        before = {m["id"]: m["attempts"] for m in outbox(config)}
+
+        await start_daemon(config)  # a restart: all three are due at once
+
+        def all_waiting_an_hour() -> bool:
+            later = time.time() + 1800
+            return all(datetime.fromisoformat(m["next_attempt_at"]).timestamp() > later
+                       for m in outbox(config))
+
+        await eventually(all_waiting_an_hour, "every mail waiting for the next retry")
+        after = {m["id"]: m["attempts"] for m in outbox(config)}
+        assert sum(after.values()) == sum(before.values()) + 1  # one timeout, not three
+    finally:
+        hung.stop()
 
 
 async def test_give_up_deadline_and_permanent_refusal_end_as_failed(

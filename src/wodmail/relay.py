@@ -206,6 +206,7 @@ class Attempt:
     temporary: dict[str, str] = field(default_factory=dict)  # retry these
     permanent: dict[str, str] = field(default_factory=dict)  # refused for good
     reply: str = ""
+    unreachable: bool = False  # no session (connection, TLS, login): no use trying others now
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -236,10 +237,12 @@ def deliver(
         in_session = True
         _transaction(client, attempt, mail_from, recipients, message)
     except smtplib.SMTPResponseException as exc:
+        attempt.unreachable = not in_session
         code = exc.smtp_code if in_session else 0
         _sort(attempt, _undecided(attempt, recipients), code,
               _reply(exc.smtp_code, exc.smtp_error))
     except (OSError, smtplib.SMTPException) as exc:
+        attempt.unreachable = not in_session
         reason = f"{settings.host}:{settings.port}: {exc.__class__.__name__}: {exc}"
         _sort(attempt, _undecided(attempt, recipients), 0, reason[:_SHOWN_MAX])
     else:
@@ -373,6 +376,15 @@ class Outbox:
             "SELECT * FROM outbox WHERE state = ? AND next_attempt_at <= ? ORDER BY id",
             (QUEUED, now),
         ).fetchall()
+
+    def defer_due(self, until: float, now: float, give_up_seconds: float) -> int:
+        """Mail due now waits until `until` (or its own give-up time, if sooner)."""
+        cursor = self._conn.execute(
+            "UPDATE outbox SET next_attempt_at = min(?, received_at + ?) "
+            "WHERE state = ? AND next_attempt_at <= ?",
+            (until, give_up_seconds, QUEUED, now),
+        )
+        return cursor.rowcount
 
     def next_due(self) -> float | None:
         row = self._conn.execute(
@@ -513,7 +525,8 @@ class Relay:
                 if self._stopping:
                     return
                 try:
-                    await self._attempt(row)
+                    if await self._attempt(row):
+                        break  # the rest waits for the same retry time, not a timeout each
                 except Exception:  # a bug must not stop the relay, nor spin it
                     log.exception("relay attempt crashed", relay_id=row["id"])
                     retry = time.time() + self._backoff(row["attempts"] + 1)
@@ -528,15 +541,27 @@ class Relay:
             except TimeoutError:
                 pass
 
-    async def _attempt(self, row: sqlite3.Row) -> None:
+    async def _attempt(self, row: sqlite3.Row) -> bool:
+        """One delivery attempt; True if the smarthost could not be reached (the other due
+        mails are then deferred to this one's retry time)."""
         assert self._outbox is not None
         recipients: list[str] = json.loads(row["pending"])
         attempt = await asyncio.to_thread(
             deliver, self._settings, self._hostname, row["mail_from"], recipients,
             bytes(row["message"]),
         )
-        values = self._outcome(row, attempt, time.time())
+        now = time.time()
+        values = self._outcome(row, attempt, now)
         await self._in_db(self._outbox.update, row["id"], **values)
+        retry_at = values.get("next_attempt_at")
+        if not attempt.unreachable or retry_at is None:
+            return False
+        deferred = await self._in_db(
+            self._outbox.defer_due, retry_at, now, self._settings.give_up_seconds
+        )
+        if deferred:
+            log.info("smarthost unreachable: other mails wait for the next try", count=deferred)
+        return True
 
     def _outcome(self, row: sqlite3.Row, attempt: Attempt, now: float) -> dict[str, Any]:
         """The outbox columns after an attempt, and a log line for it."""
