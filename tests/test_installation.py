@@ -20,7 +20,7 @@ from wod_installation import (
 )
 from wodmail import cli
 from wodmail.backend import Backend, load_base_variables
-from wodmail.config import parse_config, provenance
+from wodmail.config import load_config, parse_config, provenance
 from wodmail.errors import ConfigurationError
 from wodmail.templating import Renderer
 
@@ -193,3 +193,18 @@ def test_check_config_prints_each_value_with_its_origin(tree: Tree, tmp_path: Pa
     shown = json.loads(capsys.readouterr().out)
     assert shown["students"]["max"] == 12
     assert shown["origins"]["students.max"] == str(path)
+
+
+async def test_a_reload_reads_the_installation_again(tree: Tree, tmp_path: Path, start_daemon):
+    path = tmp_path / "wodmail.yml"
+    path.write_text(yaml.safe_dump(tree.config(listen={"host": "127.0.0.1", "port": 0})))
+    daemon = await start_daemon(load_config(path))
+    assert daemon.config.students.max == 40
+    install_vars = tree.install / "ansible" / "group_vars" / "all.yml"
+    install_vars.write_text(install_vars.read_text().replace("WODUSERMAX: 40", "WODUSERMAX: 30"))
+    assert await daemon.reload()
+    assert daemon.config.students.max == 30
+    assert daemon.config.wod_installation is not None
+    tree.wod_yml.unlink()
+    assert not await daemon.reload()  # refused with the reason: the running one stays
+    assert daemon.config.students.max == 30

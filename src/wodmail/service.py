@@ -198,7 +198,8 @@ class Daemon:
         a bad one is refused with the reason and the running one stays."""
         self.notifier.reloading()
         try:
-            config = load_config(self.config.source)
+            # In a thread: reading the installation sources wod.sh with bash.
+            config = await asyncio.to_thread(load_config, self.config.source)
             self._apply(config)
         except WodmailError as exc:
             reason = "; ".join(str(exc).splitlines())
