@@ -198,3 +198,33 @@ async def test_cleanup_interrupted_after_the_wipe_keeps_its_completion_figure(
     assert [w for w in portal_writes(sandbox) if w[2] == {"cleaned": True}] == [
         ("PUT", "/api/customer/2", {"cleaned": True})]
     assert hub_calls(sandbox).count(("DELETE", "/hub/api/users/student2/server")) == 1
+
+
+async def test_prune_deletes_the_step_records_of_the_orders_it_deletes(tmp_path):
+    import time
+
+    from wodmail.journal import Arrival, Journal, JournalAdmin, StepRecord
+    from wodmail.orders import Mode, Order, Verb
+
+    path = tmp_path / "journal.sqlite3"
+    journal = Journal(path)
+    try:
+        ids = []
+        for student in (1, 2):
+            order = Order(verb=Verb.CREATE, student=student, customer=student, workshop=WS,
+                          content=WS, mode=Mode.WKSHP)
+            job_id = (await journal.accept(order, Arrival("127.0.0.1", "a@b"))).job_id
+            now = time.time()
+            await journal.record_step(StepRecord(job_id, "home ready", "done", now, now, 1, {}),
+                                      {})
+            ids.append(job_id)
+        await journal.finish(ids[0], JobState.DONE, result={})
+    finally:
+        journal.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE orders SET finished_at = finished_at - 40 * 86400 WHERE id = ?",
+                     (ids[0],))
+    JournalAdmin(path).prune(30 * 86400, 0)
+    assert [step.job_id for step in JournalAdmin(path).steps(ids[1])] == [ids[1]]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT job_id FROM steps").fetchall() == [(ids[1],)]

@@ -103,6 +103,8 @@ def prune(conn: sqlite3.Connection, before: float, refusals_per_peer: int) -> Pr
         ).fetchall()
         for (peer,) in peers:
             pruned.over_peer_cap += cap_refusals(conn, peer, refusals_per_peer)
+    # The step records of the orders deleted (ids are never reused: AUTOINCREMENT).
+    conn.execute("DELETE FROM steps WHERE job_id NOT IN (SELECT id FROM orders)")
     return pruned
 
 
