@@ -21,8 +21,9 @@ What is counted, each a defect when not 0:
 - passwords the portal saw that no order ended with (an order that handed out two);
 - `PRAGMA integrity_check` not ok.
 
-Run: .venv/bin/python bench/chaos.py [--kills 100] [--students 20] [--rounds 5] [--seed S]
-(a few minutes); tests/test_crash_stream.py runs a small version in CI. Exit 1 on any defect.
+Run: .venv/bin/python bench/chaos.py [--kills 100] [--students 20] [--rounds 5] [--rate 2]
+[--seed S] (a few minutes: orders are sent at a steady `--rate` so the kills keep landing in
+the middle of orders); tests/test_crash_stream.py runs a small version in CI. Exit 1 on any defect.
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ def send_until_acknowledged(port: int, order: Planned, stop: threading.Event) ->
 def run_stream(
     root: Path, *, students: int, rounds: int, kills: int, seed: int,
     alive: tuple[float, float] = (0.2, 1.2), hook_pause: float = 0.2, hub_pause: float = 0.2,
-    progress: Any = None,
+    rate: float | None = None, progress: Any = None,
 ) -> Report:
     """Runs the whole chaos stream in `root`; returns what it counted."""
     rng = random.Random(seed)
@@ -299,6 +300,8 @@ def run_stream(
 
         def sender() -> None:
             for order in orders:
+                if rate:
+                    time.sleep(1 / rate)  # a steady stream, so kills keep landing mid-order
                 job = send_until_acknowledged(port, order, stop)
                 if job is None:
                     return
@@ -410,13 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--students", type=positive, default=20)
     parser.add_argument("--rounds", type=positive, default=5)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--rate", type=float, default=2.0,
+                        help="orders sent per second (0: as fast as they are acknowledged)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     print(f"seed {seed} (--seed {seed} replays the same kill times)", flush=True)
     with tempfile.TemporaryDirectory(prefix="wodmail-chaos-", dir=args.workdir) as base:
         report = run_stream(Path(base), students=args.students, rounds=args.rounds,
-                            kills=args.kills, seed=seed,
+                            kills=args.kills, seed=seed, rate=args.rate,
                             progress=lambda line: print(line, flush=True))
     for line in report.lines():
         print(line)
