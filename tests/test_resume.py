@@ -124,6 +124,25 @@ async def test_create_interrupted_after_active_is_neither_redeployed_nor_announc
 
 
 @needs_root
+async def test_create_resumed_after_active_with_the_hub_down_ends_done(sandbox, backend):
+    # The participant was told `active` before the crash: a hub down at the restart must not
+    # fail the order (README: hub failure after active), nor its preflight check.
+    hub_start = Hold(sandbox.hub, lambda request: request.method == "POST")
+    first = await backend()
+    await first.send("CREATE 3 3", WS)
+    await hub_start.wait_reached()
+    await first.stop(grace=0)
+    sandbox.hub.set_down(True)
+    hub_start.released.set()
+    second = await backend(dispatch={"retry_deadline_seconds": 1})
+    job = await second.wait(1)
+    assert job.state is JobState.DONE, job.reason
+    assert job.result["warnings"][0].startswith("hub start: ")
+    assert [w for w in portal_writes(sandbox) if w[2] == {"active": True}] == [
+        ("PUT", "/api/customer/3", {"active": True})]
+
+
+@needs_root
 async def test_create_interrupted_before_its_home_was_ready_rebuilds_it_whole(sandbox, backend):
     # Nobody was told anything yet: the half-made home is wiped and deployed again.
     portal_password = Hold(sandbox.portal, put_of("password"))

@@ -395,8 +395,8 @@ async def create(order: OrderRun) -> None:
     """CREATE N C W, resumable:
 
     - student, workshop, appliance target, home check: repeated (they change nothing but a
-      home's wrong owner or mode). Preflight (hooks startable, compile scripts, templates):
-      repeated until `home ready`, as it guards that block.
+      home's wrong owner or mode). Preflight (hooks startable, compile scripts, templates,
+      the hub's check): repeated until `home ready`, as it guards that block.
     - password: drawn once, saved in the record before use; a re-run takes the same one.
     - set-password: once (the same password again would be harmless; skipping is cheaper).
     - wipe, compile, create hook, deploy, post-copy hook: one block, recorded as `home ready`
@@ -415,7 +415,8 @@ async def create(order: OrderRun) -> None:
     account = await order.account(student)
     if not order.steps.passed(HOME_READY):
         await order.preflight(workshop, student, ("create", "post_copy"))
-    await order.hub_preflight(student)
+        # Once the home is ready, the hub can only matter after `active`: never fatal then.
+        await order.hub_preflight(student)
     password = await order.password()
     await order.set_password(workshop, student, password)
     if not order.steps.passed(HOME_READY):
