@@ -133,6 +133,18 @@ async def test_a_token_that_may_not_start_is_found_by_the_preflight(
     assert writes(hub_standin) == []
 
 
+async def test_the_token_is_checked_once_per_minute_not_per_order(
+    hub_standin: StandinHub,
+) -> None:
+    async with client_for(hub_standin) as hub:
+        await hub.preflight("student3")
+        await hub.preflight("student4")
+
+    assert [c.path for c in hub_standin.calls] == [
+        "/hub/api/user", "/hub/api/users/student3", "/hub/api/users/student4"
+    ]
+
+
 async def test_a_token_that_cannot_see_servers_is_a_configuration_error(
     hub_standin: StandinHub,
 ) -> None:

@@ -48,6 +48,7 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_FOLLOW_SECONDS = 300.0
 POLL_SECONDS = 1.0
 PROGRESS_SECONDS = 5.0
+TOKEN_CHECK_SECONDS = 60.0  # a token's scopes change when an admin edits the hub's config
 
 # What a start needs, by the scope names of JupyterHub 6 (start:servers) and 2-5 (servers).
 _NEEDED_SCOPES = {
@@ -80,6 +81,7 @@ class HubClient(ClientBase):
         register_secret(token, permanent=True)
         self._base_url = base_url.rstrip("/").removesuffix("/hub/api")
         self._poll_seconds = poll_seconds
+        self._token_good_until = 0.0
         self._http = httpx.AsyncClient(
             base_url=self._base_url,
             timeout=timeout,
@@ -161,7 +163,14 @@ class HubClient(ClientBase):
 
     async def preflight(self, user: str) -> None:
         """What a start needs, checked before anything is changed: the hub accepts the token,
-        the token may start and read servers, and the hub has `user`."""
+        the token may start and read servers (known good for TOKEN_CHECK_SECONDS once seen),
+        and the hub has `user`."""
+        if time.monotonic() >= self._token_good_until:
+            await self._check_token(user)
+            self._token_good_until = time.monotonic() + TOKEN_CHECK_SECONDS
+        await self.get_user(user)
+
+    async def _check_token(self, user: str) -> None:
         response = await self._send("GET", "/hub/api/user")
         if response.status_code in (401, 403):  # any token the hub knows may identify itself
             raise _bad_token("GET /hub/api/user", response)
@@ -171,16 +180,16 @@ class HubClient(ClientBase):
             scopes = response.json().get("scopes")
         except (ValueError, AttributeError):
             scopes = None
-        if isinstance(scopes, list):  # JupyterHub >= 2 lists the token's expanded scopes
-            held = {str(scope).split("!", 1)[0] for scope in scopes}
-            for action, needed in _NEEDED_SCOPES.items():
-                if not held.intersection(needed):
-                    raise PeerMisconfigured(
-                        PEER,
-                        f"wodmail's token may not {action}: it needs any of the scopes "
-                        f"[{', '.join(needed)}] and the hub gives it [{', '.join(sorted(held))}]",
-                    )
-        await self.get_user(user)
+        if not isinstance(scopes, list):  # JupyterHub >= 2 lists the token's expanded scopes
+            return
+        held = {str(scope).split("!", 1)[0] for scope in scopes}
+        for action, needed in _NEEDED_SCOPES.items():
+            if not held.intersection(needed):
+                raise PeerMisconfigured(
+                    PEER,
+                    f"wodmail's token may not {action}: it needs any of the scopes "
+                    f"[{', '.join(needed)}] and the hub gives it [{', '.join(sorted(held))}]",
+                )
 
     async def get_user(self, user: str) -> dict[str, Any]:
         """The hub's user model for `user`; `PeerRefused` naming the user when it has none."""
