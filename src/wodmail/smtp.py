@@ -382,6 +382,7 @@ class OrderSMTP(SMTP):
         line_end = b"\r\n" if strict else b"\n"
         terminators = (b".\r\n",) if strict else _DATA_TERMINATORS
         at_line_start = after_lf = True
+        after_cr = False
         assert self.envelope is not None
         self.envelope.bare_lf_end = False
         self._reader.in_data = True
@@ -398,8 +399,13 @@ class OrderSMTP(SMTP):
                 if after_lf and piece in _DATA_TERMINATORS:
                     self.envelope.bare_lf_end = True  # a `.` line only bare LF delimits
                 message.add(_unstuff(piece) if at_line_start else piece)
-                at_line_start = piece.endswith(line_end)
+                # A line longer than the reader's limit comes in pieces, and a CRLF may be
+                # split between two of them.
+                at_line_start = piece.endswith(line_end) or (
+                    strict and piece == b"\n" and after_cr
+                )
                 after_lf = piece.endswith(b"\n")
+                after_cr = piece.endswith(b"\r")
         finally:
             self._reader.in_data = False
 
