@@ -108,8 +108,8 @@ def orders(n: Numbers) -> Iterator[Case]:
                                              f'From: "WoD Portal" <{ALLOWED}>'),
                    customer=c)
     c = n.customer()
-    html = ("Subject: CREATE 10 {c}\nMIME-Version: 1.0\nContent-Type: text/html\n\n"
-            "<html><body><p>WKSHP-Docker101</p></body></html>\n").format(c=c)
+    html = (f"Subject: CREATE 10 {c}\nMIME-Version: 1.0\nContent-Type: text/html\n\n"
+            "<html><body><p>WKSHP-Docker101</p></body></html>\n")
     yield accepted("html-body", html.encode(), customer=c, workshop="WKSHP-Docker101")
     c = n.customer()
     qp = quopri.encodestring(b"WKSHP-API101\n").decode()
