@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from wodmail.config import Hub
 from wodmail.errors import PeerMisconfigured, PeerRefused, PeerUnavailable
 from wodmail.hub import HubClient
-from wodmail.standins import StandinHub
+from wodmail.standins import StandinHub, StandinPortal
 
 pytest_plugins = ["standin_fixtures"]
 
@@ -143,6 +143,13 @@ async def test_the_token_is_checked_once_per_minute_not_per_order(
     assert [c.path for c in hub_standin.calls] == [
         "/hub/api/user", "/hub/api/users/student3", "/hub/api/users/student4"
     ]
+
+
+async def test_a_url_that_is_not_a_hub_is_named(portal_standin: StandinPortal) -> None:
+    # hub.url pointing at another service (here the portal's API-DB stand-in).
+    async with HubClient(portal_standin.root_url, HUB_TOKEN) as hub:
+        with pytest.raises(PeerMisconfigured, match="does not look like a JupyterHub"):
+            await hub.preflight("student3")
 
 
 async def test_a_token_that_cannot_see_servers_is_a_configuration_error(

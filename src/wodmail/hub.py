@@ -174,6 +174,13 @@ class HubClient(ClientBase):
         response = await self._send("GET", "/hub/api/user")
         if response.status_code in (401, 403):  # any token the hub knows may identify itself
             raise _bad_token("GET /hub/api/user", response)
+        if response.status_code == 404:
+            raise PeerMisconfigured(
+                PEER,
+                f"GET /hub/api/user answered 404 ({describe_body(response)}): {self._base_url} "
+                "does not look like a JupyterHub (hub.url is WODBEAPIURL, the hub's base URL)",
+                status=404,
+            )
         if response.status_code != 200:
             raise self._error("GET", "/hub/api/user", response, user=user, action="identify")
         try:
