@@ -154,6 +154,26 @@ async def test_credentials_mail_arrives_once_intact_and_its_password_goes_nowher
     assert len(smarthost.mails()) == 1
 
 
+async def test_the_portals_hang_up_burst_is_relayed_too(relay_config, smarthost, start_daemon):
+    """The portal writes everything and hangs up on the first byte of the greeting."""
+    smarthost.start()
+    config = relay_config()
+    daemon = await start_daemon(config)
+    burst = portal_mail("jane@example.com", "Welcome to Workshops-on-Demand!", "\nHello Jane")
+
+    def hang_up() -> None:
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as sock:
+            sock.sendall(burst)
+            sock.recv(1)
+
+    await asyncio.to_thread(hang_up)
+    await eventually(lambda: [m for m in outbox(config) if m["state"] == "sent"], "delivery")
+    [received] = smarthost.mails()
+    assert received.rcpt_tos == ["jane@example.com"]
+    assert message_from_bytes(received.content)["Subject"] == "Welcome to Workshops-on-Demand!"
+    assert received.content.split(b"\r\n\r\n", 1)[1] == b"Hello Jane\r\n"
+
+
 async def test_mime_mail_from_mail_software_is_passed_on_byte_for_byte(
     relay_config, smarthost, start_daemon
 ):

@@ -518,28 +518,39 @@ class Relay:
         return f"250 2.0.0 OK queued for relay as {mail_id}"
 
     async def _run(self) -> None:
-        assert self._outbox is not None
+        failures = 0
         while not self._stopping:
             self._wake.clear()
-            for row in await self._in_db(self._outbox.due, time.time()):
-                if self._stopping:
-                    return
-                try:
-                    if await self._attempt(row):
-                        break  # the rest waits for the same retry time, not a timeout each
-                except Exception:  # a bug must not stop the relay, nor spin it
-                    log.exception("relay attempt crashed", relay_id=row["id"])
-                    retry = time.time() + self._backoff(row["attempts"] + 1)
-                    await self._in_db(self._outbox.update, row["id"], next_attempt_at=retry,
-                                      attempts=row["attempts"] + 1)
-            next_due = await self._in_db(self._outbox.next_due)
-            wait = None if next_due is None else max(0.0, next_due - time.time())
+            try:
+                wait = await self._pass()
+                failures = 0
+            except Exception:  # the outbox itself failing (disk full ...): wait, then again
+                failures += 1
+                log.exception("relay pass failed; trying again", failures=failures)
+                wait = self._backoff(failures)
             if wait == 0.0:
                 continue
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
             except TimeoutError:
                 pass
+
+    async def _pass(self) -> float | None:
+        """Attempts every due mail; returns how long until the next is due (None: none is)."""
+        assert self._outbox is not None
+        for row in await self._in_db(self._outbox.due, time.time()):
+            if self._stopping:
+                return None
+            try:
+                if await self._attempt(row):
+                    break  # the rest waits for the same retry time, not a timeout each
+            except Exception:  # a bug must not stop the relay, nor spin it
+                log.exception("relay attempt crashed", relay_id=row["id"])
+                retry = time.time() + self._backoff(row["attempts"] + 1)
+                await self._in_db(self._outbox.update, row["id"], next_attempt_at=retry,
+                                  attempts=row["attempts"] + 1)
+        next_due = await self._in_db(self._outbox.next_due)
+        return None if next_due is None else max(0.0, next_due - time.time())
 
     async def _attempt(self, row: sqlite3.Row) -> bool:
         """One delivery attempt; True if the smarthost could not be reached (the other due
