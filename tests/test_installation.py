@@ -189,6 +189,10 @@ def test_check_config_prints_each_value_with_its_origin(tree: Tree, tmp_path: Pa
     assert PORTAL_PASSWORD not in out and HUB_TOKEN not in out
     assert "vars.BRANDING is overridden by the installation's -e @" in err
     assert "vars.OWN" not in err
+    assert "no vault secret" not in err
+    tree.vault_secret.unlink()
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    assert f"warning: no vault secret at {tree.vault_secret}" in capsys.readouterr().err
     assert cli.main(["check-config", "--json", "--config", str(path)]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["students"]["max"] == 12
@@ -208,3 +212,12 @@ async def test_a_reload_reads_the_installation_again(tree: Tree, tmp_path: Path,
     tree.wod_yml.unlink()
     assert not await daemon.reload()  # refused with the reason: the running one stays
     assert daemon.config.students.max == 30
+
+
+def test_without_ansible_core_check_config_says_what_to_install(tree: Tree, monkeypatch):
+    installation = parse_config(tree.config(), "wodmail.yml").wod_installation
+    assert installation is not None and installation.check() == []
+    # As if ansible-core were not installed.
+    monkeypatch.setattr("wodmail.installation.importlib.util.find_spec", lambda name: None)
+    (warning,) = installation.check()
+    assert "ansible-core is not installed" in warning and "wodmail[ansible]" in warning

@@ -25,6 +25,7 @@ Public API (used by the config, the backend and the hooks): `read_installation`,
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -40,7 +41,7 @@ from wodmail.facts import gather_facts
 from wodmail.inventory import Inventory, Layer, host_layers, read_inventory
 from wodmail.templating import Renderer
 from wodmail.varsfiles import as_variables, load_vars_file, parse_vars
-from wodmail.vault import Vault
+from wodmail.vault import EXTRA_HINT, Vault
 
 log = structlog.get_logger(__name__)
 
@@ -134,6 +135,21 @@ class Installation:
         if not path.is_file():
             return {}
         return load_vars_file(path, self.vault)
+
+    def check(self) -> list[str]:
+        """Warnings for `check-config`: what would make per-student variables unreadable."""
+        warnings = []
+        if not self.vault_secret_file.is_file():
+            warnings.append(
+                f"no vault secret at {self.vault_secret_file}: vaulted per-student variables "
+                f"({self.private_ansible_dir / self.group / 'pass'}) cannot be read"
+            )
+        if importlib.util.find_spec("ansible") is None:
+            warnings.append(
+                f"ansible-core is not installed: vaulted per-student variables that create "
+                f"scripts store cannot be read; {EXTRA_HINT}"
+            )
+        return warnings
 
     # -- running the installation's own ansible-playbook --------------------------------
 

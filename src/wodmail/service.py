@@ -339,6 +339,8 @@ def check(config: Config) -> tuple[list[str], list[str]]:
     except WodmailError as exc:
         errors.append(str(exc))
     warnings.extend(_shadowed_vars(config))
+    if config.wod_installation is not None:
+        warnings.extend(config.wod_installation.check())
     try:
         hooks.Hooks.from_config(config)
     except ConfigurationError as exc:
