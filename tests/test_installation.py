@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,10 @@ from wodmail import cli
 from wodmail.backend import Backend, load_base_variables
 from wodmail.config import load_config, parse_config, provenance
 from wodmail.errors import ConfigurationError
+from wodmail.installation import source_wod_sh
 from wodmail.templating import Renderer
+
+OWNER_UID = 62981  # a uid no account has: the WoD user in the ownership test
 
 
 @pytest.fixture
@@ -221,3 +227,22 @@ def test_without_ansible_core_check_config_says_what_to_install(tree: Tree, monk
     monkeypatch.setattr("wodmail.installation.importlib.util.find_spec", lambda name: None)
     (warning,) = installation.check()
     assert "ansible-core is not installed" in warning and "wodmail[ansible]" in warning
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give wod.sh to another user")
+def test_a_wod_sh_owned_by_the_wod_user_is_sourced_with_its_rights(tmp_path: Path) -> None:
+    # A world-traversable place, as /etc is (pytest's tmp_path is private to root).
+    root = Path(tempfile.mkdtemp(prefix="wodmail-owner-", dir="/tmp"))
+    try:
+        os.chmod(root, 0o755)
+        tree = build_installation(root / "root")
+        for folder in [tree.root, *tree.wod_sh.parents][:3]:
+            os.chmod(folder, 0o755)
+        with tree.wod_sh.open("a") as out:
+            out.write("export WODMAIL_SOURCED_BY=$(id -u)\n")
+        os.chmod(tree.wod_sh, 0o755)
+        os.chown(tree.wod_sh, OWNER_UID, OWNER_UID)
+        values, _ = source_wod_sh(tree.wod_sh, None)
+        assert values["WODMAIL_SOURCED_BY"] == str(OWNER_UID)
+    finally:
+        shutil.rmtree(root)

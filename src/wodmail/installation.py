@@ -247,8 +247,8 @@ def _require(values: dict[str, str], name: str, wod_sh: Path) -> str:
 def source_wod_sh(wod_sh: Path, private_dir: Path | None) -> tuple[dict[str, str], Path | None]:
     """The variables `wod_sh` then wod-private.sh define, sourced by bash as the scripts do."""
     try:
-        with wod_sh.open("rb"):
-            pass
+        with wod_sh.open("rb") as handle:
+            owner = os.fstat(handle.fileno())
     except OSError as exc:
         raise ConfigurationError(
             f"installation.wod_sh: cannot read {wod_sh}: {exc.strerror} (the file the WoD "
@@ -257,12 +257,17 @@ def source_wod_sh(wod_sh: Path, private_dir: Path | None) -> tuple[dict[str, str
     private_sh = "" if private_dir is None else str(private_dir / "scripts" / "wod-private.sh")
     environment = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                    "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/")}
+    as_owner: dict[str, Any] = {}
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        # The installer gives wod.sh to the WoD user, whose scripts source it: run it with
+        # that user's rights, never root's (a file its owner may edit runs as its owner).
+        as_owner = {"user": owner.st_uid, "group": owner.st_gid, "extra_groups": []}
     try:
         run = subprocess.run(
             ["bash", "--noprofile", "--norc", "-c", _SOURCE_SCRIPT, "wodmail", str(wod_sh),
              private_sh, _SEPARATOR.decode()],
             env=environment, capture_output=True, timeout=SHELL_TIMEOUT_SECONDS, check=False,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, cwd="/", **as_owner,
         )
     except FileNotFoundError:
         raise ConfigurationError(f"bash is needed to read {wod_sh} and is not installed") from None
