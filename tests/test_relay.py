@@ -522,8 +522,11 @@ def test_check_config_names_the_derived_order_recipients(make_config):
     config = make_config(relay={"host": "smtp.example.org"},
                          vars={"WODBEEXTFQDN": "be.example.org"})
     _, warnings = check(config)
-    [warning] = [w for w in warnings if w.startswith("relay.")]
+    [warning] = [w for w in warnings if w.startswith("relay.order_recipients")]
     assert "@be.example.org" in warning and "relayed to smtp.example.org" in warning
     assert "WODBEFQDN is unknown" not in warning
-    _, warnings = check(make_config(relay={"host": "smtp.example.org"}))
+    assert any("any client of allowed_networks can relay" in w for w in warnings)
+    _, warnings = check(make_config(relay={"host": "smtp.example.org"},
+                                    allowed_senders=["wod@example.org"]))
     assert any("WODBEFQDN is unknown: set relay.order_recipients" in w for w in warnings)
+    assert not any("can relay" in w for w in warnings)

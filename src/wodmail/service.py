@@ -368,17 +368,25 @@ def check(config: Config) -> tuple[list[str], list[str]]:
 
 
 def _relay_warnings(config: Config) -> list[str]:
-    if not config.relay.host or config.relay.order_recipients is not None:
+    if not config.relay.host:
         return []
     try:
         variables = load_base_variables(config)
     except WodmailError:
         return []
-    recipients = ", ".join(order_recipients(config, variables))
-    warning = f"relay.order_recipients not set: mail to {recipients} is taken as orders"
-    if not any(variables.get(key) for key in ("WODBEFQDN", "WODBEEXTFQDN")):
-        warning += " (WODBEFQDN is unknown: set relay.order_recipients)"
-    return [warning + f"; mail to anyone else is relayed to {config.relay.host}"]
+    warnings = []
+    if not config.senders(variables):
+        warnings.append(
+            "relay.host is set and allowed_senders is empty: any client of allowed_networks"
+            " can relay mail through this backend"
+        )
+    if config.relay.order_recipients is None:
+        recipients = ", ".join(order_recipients(config, variables))
+        warning = f"relay.order_recipients not set: mail to {recipients} is taken as orders"
+        if not any(variables.get(key) for key in ("WODBEFQDN", "WODBEEXTFQDN")):
+            warning += " (WODBEFQDN is unknown: set relay.order_recipients)"
+        warnings.append(warning + f"; mail to anyone else is relayed to {config.relay.host}")
+    return warnings
 
 
 def _shadowed_vars(config: Config) -> list[str]:
