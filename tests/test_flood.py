@@ -129,3 +129,24 @@ async def test_a_flood_of_refused_mail_from_one_client_is_counted_not_journaled(
     assert len(rows) <= REFUSALS_RECORDED_AT_ONCE + REFUSALS_RECORDED_PER_SECOND * elapsed + 1
     handler = daemon._handler
     assert handler.unrecorded_refusals.total == mails - len(rows)
+
+
+def test_out_of_files_accept_failures_are_one_json_summary(tmp_path, notebooks):
+    """max_connections above what the open-file limit allows: accept() fails with EMFILE.
+    asyncio pauses accepting; the log gets one JSON summary, not a traceback per try."""
+    if not flood.raise_own_file_limit(512):
+        pytest.skip("the hard open-file limit is below 512")
+    config = _config(tmp_path, notebooks, allowed_networks=["127.0.0.0/8"])
+    config["listen"] = {"host": "127.0.0.1", "port": 0, "max_connections": 256}
+    with flood.serve(tmp_path / "serve", config, open_files=64) as server:
+        with flood.idle_connections(server.port, 120, source="127.0.0.1") as connected:
+            assert connected > 0
+            time.sleep(2)  # asyncio retries accept() every second meanwhile
+    lines = server.log_lines()
+    events = [json.loads(line) for line in lines]  # every line is JSON
+    assert sum(len(line) for line in lines) < 10_000, lines[:20]
+    [warning] = [e for e in events if e["event"] == "open-file limit too low for "
+                 "listen.max_connections"]
+    assert (warning["limit"], warning["max_connections"]) == (64, 256)
+    [summary] = [e for e in events if e["event"].startswith("accept() failed")]
+    assert summary["by"].keys() == {"EMFILE"}

@@ -52,6 +52,7 @@ class Daemon:
         self._heartbeat: asyncio.Task[None] | None = None
         self.last_beat = time.monotonic()  # when the event loop last ran the heartbeat
         self.gate: ConnectionGate | None = None
+        self._loop_errors = LoopErrors()
 
     @property
     def port(self) -> int:
@@ -110,7 +111,7 @@ class Daemon:
         self._handler = IntakeHandler(
             config, self.journal, self.dispatcher, senders=senders, relay=self.relay
         )
-        LoopErrors().install(asyncio.get_running_loop())
+        self._loop_errors.install(asyncio.get_running_loop())
         self.gate = ConnectionGate(config.networks(), config.listen.max_connections)
         self._sessions = create_server_factory(
             self._handler, data_size_limit=config.max_message_bytes, gate=self.gate
@@ -248,6 +249,7 @@ class Daemon:
             self.gate.refused.flush()  # the summary of a burst still in its window
         if self._handler is not None:
             self._handler.unrecorded_refusals.flush()
+        self._loop_errors.accept_failures.flush()
         if self._sessions is not None:
             # Sessions still committing an order the client already sent (the portal never
             # waits for the reply) finish before the journal closes; idle ones end now.
