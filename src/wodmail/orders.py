@@ -77,6 +77,7 @@ _RANGE = re.compile(r"(-?[0-9]+),(-?[0-9]+)")
 _NUMBER_SHOWN_MAX = 20
 MAX_MULTIPART_PARTS = 16
 _MULTIPART_LINE = re.compile(rb"(?i)content-type:\s*multipart/")
+_PLAIN_SUBJECT = re.compile(r"[ -~\t]*")  # printable ASCII, spaces and tabs: nothing to check
 _ANGLE_ADDR = re.compile(r"<([^<>]*)>")
 _COMMENT = re.compile(r"\([^()]*\)")
 _ADDR_SPEC = re.compile(r"[^\s<>()\[\],;:@\"\\]+@[^\s<>()\[\],;:@\"\\]+")
@@ -240,8 +241,10 @@ class _MailReader:
     def _order(self) -> Order:
         _check_single_headers(self.head)
         self.sender = _address(_raw_header(self.head, "From"))
-        _check_mime_complexity(self.head, self._body)
-        message = None if _is_plain(self.head) else _message(self.head, self._body)
+        message = None
+        if not _is_plain(self.head):
+            _check_mime_complexity(self.head, self._body)
+            message = _message(self.head, self._body)
         if message is None:
             self.subject = _plain_subject(self.head)
         else:
@@ -673,6 +676,8 @@ def _check_mime_complexity(head: list[bytes], body: list[bytes]) -> None:
 def _check_subject_characters(subject: str) -> None:
     """Words are separated by plain spaces or tabs: a no-break or ideographic space (or a
     control character) would split, or hide, words differently for people and programs."""
+    if _PLAIN_SUBJECT.fullmatch(subject):
+        return
     for char in subject:
         if char in " \t":
             continue
