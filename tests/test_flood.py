@@ -138,10 +138,12 @@ def test_out_of_files_accept_failures_are_one_json_summary(tmp_path, notebooks):
         pytest.skip("the hard open-file limit is below 512")
     config = _config(tmp_path, notebooks, allowed_networks=["127.0.0.0/8"])
     config["listen"] = {"host": "127.0.0.1", "port": 0, "max_connections": 256}
-    with flood.serve(tmp_path / "serve", config, open_files=64) as server:
-        with flood.idle_connections(server.port, 120, source="127.0.0.1") as connected:
-            assert connected > 0
-            time.sleep(2)  # asyncio retries accept() every second meanwhile
+    with (
+        flood.serve(tmp_path / "serve", config, open_files=64) as server,
+        flood.idle_connections(server.port, 120, source="127.0.0.1") as connected,
+    ):
+        assert connected > 0
+        time.sleep(2)  # asyncio retries accept() every second meanwhile
     lines = server.log_lines()
     events = [json.loads(line) for line in lines]  # every line is JSON
     assert sum(len(line) for line in lines) < 10_000, lines[:20]
