@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from e2e import Backend2E, hub_calls, portal_writes, shadow_matches
+from wodmail.cli import render_job
 from wodmail.jobs import JobState
 from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
 from wodmail.standins._base import StandinRequest, StandinServer
@@ -121,6 +122,9 @@ async def test_create_interrupted_after_active_is_neither_redeployed_nor_announc
     names = [step["name"] for step in job.result["steps"]]
     assert not any(name.startswith(("wipe-home", "deploy", "hooks")) for name in names)
     assert sandbox.hub.is_running("student4")
+    shown = render_job(job.to_public())  # `wodmail show`
+    if not record_lost:
+        assert "- portal customer/4 active: resumed (done by an earlier run)" in shown
 
 
 @needs_root

@@ -256,8 +256,8 @@ def _current_lines(current: dict[str, Any] | None) -> list[str]:
 
 def _step_line(step: dict[str, Any]) -> str:
     status = step.get("status", "?")
-    if status == "skipped":
-        return f"    - {step.get('name')}: skipped ({step.get('why') or 'no reason recorded'})"
+    if status in ("skipped", "resumed"):  # resumed: done by an earlier run, not repeated
+        return f"    - {step.get('name')}: {status} ({step.get('why') or 'no reason recorded'})"
     if status == "running":
         return f"    - {step.get('name')}: running"
     tries = f" after {step['attempts']} tries" if step.get("attempts", 1) > 1 else ""
