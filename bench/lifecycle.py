@@ -19,7 +19,9 @@ Figures, each with its goal:
    pool and a fresh process is started on the same state dir (as an upgrade on the morning
    of an event would); the burst is sent as soon as its port answers. Its key pool is the
    one kept on disk (`state_dir/keys`), so the goal is the same < 10 s, counted both from the
-   first send and from the launch of the new process.
+   first send and from the launch of the new process. With `--empty-pool`, the same again
+   after a restart whose pool files were deleted first: what every restart cost before the
+   pool was kept on disk (printed for comparison, under the same load).
 
 As in production, the daemon is up before the event: the measurements start once its
 ssh key pool is full (the fill time is printed too), and again after the sequential phase.
@@ -65,6 +67,7 @@ WORKSHOP = "WKSHP-Bench101"
 BASE_ID = 1000  # BASESTDID: student N is API-DB student N + 1000
 MAKESPAN_CUSTOMERS = 5000  # customer ids of the concurrent phase: 5001.. (no dedup merges)
 RESTART_CUSTOMERS = 7000  # and of the burst after the restart: 7001..
+EMPTY_POOL_CUSTOMERS = 9000  # and after the restart with an emptied pool (--empty-pool): 9001..
 NOTEBOOK_SIZES = {  # name: target size in bytes
     "0-ReadMeFirst.ipynb": 22_000,
     "1-API-Basics.ipynb": 45_000,
@@ -205,7 +208,7 @@ def register_workshop(sandbox: Sandbox, students: range) -> None:
         capacity=len(students),
     )
     for n in students:
-        for base in (MAKESPAN_CUSTOMERS, RESTART_CUSTOMERS):
+        for base in (MAKESPAN_CUSTOMERS, RESTART_CUSTOMERS, EMPTY_POOL_CUSTOMERS):
             sandbox.portal.add_customer(
                 base + n, notebook=WORKSHOP, studentId=n + sandbox.base_id,
                 email=f"burst{base + n}@example.com",
@@ -622,6 +625,7 @@ class DaemonFigures:
     makespan: MakespanFigures
     daemon_rss_mib: float
     restart: RestartFigures
+    restart_empty: RestartFigures | None
 
 
 @dataclass
@@ -633,20 +637,25 @@ class RestartFigures:
 
 
 async def restart_creates(
-    sandbox: Sandbox, config_path: Path, journal: Path, args: argparse.Namespace
+    sandbox: Sandbox, config_path: Path, journal: Path, args: argparse.Namespace,
+    base: int = RESTART_CUSTOMERS, empty_pool: bool = False,
 ) -> RestartFigures:
-    """Phase 5: a fresh daemon process on the state dir the first one left, then the burst."""
+    """Phase 5: a fresh daemon process on the state dir the first one left, then the burst
+    (with `empty_pool`, the pool's files are deleted first, as no earlier process left any)."""
     from wodmail.config import load_config
 
-    keys = len(list((load_config(config_path).state_dir / "keys").glob("*.pem")))
+    folder = load_config(config_path).state_dir / "keys"
+    if empty_pool:
+        for stored in folder.glob("*.pem"):
+            stored.unlink()
+    keys = len(list(folder.glob("*.pem")))
     launched = time.monotonic()
     daemon = await DaemonProcess.start(config_path, None)
     ready = time.monotonic() - launched
     try:
         reader = JournalReader(journal)
         burst = list(range(1, args.students + 1))
-        makespan = await concurrent_creates(daemon, sandbox, reader, burst, args.clients,
-                                            RESTART_CUSTOMERS)
+        makespan = await concurrent_creates(daemon, sandbox, reader, burst, args.clients, base)
     finally:
         await daemon.stop()
     since_launch = None
@@ -675,8 +684,12 @@ async def run_daemon_phases(
     finally:
         await daemon.stop()
     restart = await restart_creates(sandbox, config_path, journal, args)
+    empty = None
+    if args.empty_pool:
+        empty = await restart_creates(sandbox, config_path, journal, args,
+                                      EMPTY_POOL_CUSTOMERS, empty_pool=True)
     return DaemonFigures(daemon.key_bits, daemon.pool_size, fill["since_start"],
-                         refill["waited"], latency, makespan, rss, restart)
+                         refill["waited"], latency, makespan, rss, restart, empty)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -783,10 +796,11 @@ def report_makespan(figures: MakespanFigures) -> bool:
     return met and not figures.failed
 
 
-def report_restart(figures: RestartFigures) -> bool:
+def report_restart(figures: RestartFigures, label: str = "5.") -> bool:
     burst = figures.makespan
-    print(f"\n5. Makespan of {burst.orders} CREATEs from {burst.clients} clients right after a "
-          f"restart (fresh process, same state dir; {figures.keys_on_disk} pooled keys on disk)")
+    print(f"\n{label} Makespan of {burst.orders} CREATEs from {burst.clients} clients right "
+          f"after a restart (fresh process, same state dir; {figures.keys_on_disk} pooled keys "
+          "on disk)")
     print(f"   new process answered on its port {figures.ready:.2f} s after launch")
     met = figures.since_launch is not None and figures.since_launch < GOAL_MAKESPAN_SECONDS
     if burst.seconds is not None and figures.since_launch is not None:
@@ -830,6 +844,11 @@ def report(files: WorkshopFiles, deploy: DeployFigures, daemon: DaemonFigures) -
         report_restart(daemon.restart),
     ]
     failed = daemon.latency.failed + daemon.makespan.failed + daemon.restart.makespan.failed
+    if daemon.restart_empty is not None:
+        print("\n   for comparison, the pool emptied before the restart (as every restart did "
+              "before the pool was kept on disk):")
+        report_restart(daemon.restart_empty, "5b.")
+        failed += daemon.restart_empty.makespan.failed
     if failed:
         print(f"\nFAILED ORDERS ({len(failed)}):")
         for line in failed[:50]:
@@ -852,6 +871,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="deploys and copies for the deploy figure (plus one first each)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the sandbox goes (default: a temp dir)")
+    parser.add_argument("--empty-pool", action="store_true",
+                        help="also measure a restart whose key pool files were deleted first")
     parser.add_argument("--profile", type=Path, default=None,
                         help="run the daemon under cProfile (main thread) and write the stats")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
