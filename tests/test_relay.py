@@ -27,7 +27,13 @@ from wodmail import cli, logs
 from wodmail.config import Config
 from wodmail.jobs import JobState
 from wodmail.journal import JournalReader
-from wodmail.relay import OrderMailbox, default_order_recipients, list_outbox, prepare_message
+from wodmail.relay import (
+    OrderMailbox,
+    default_order_recipients,
+    list_outbox,
+    prepare_message,
+    relay_hostname,
+)
 from wodmail.standins.mail_clients import send_portal_style
 from wodmail.standins.smarthost import HungSmarthost, Smarthost, make_certificate
 
@@ -92,7 +98,7 @@ def smarthost() -> Iterator[Smarthost]:
 
 @pytest.fixture
 def relay_config(make_config, smarthost: Smarthost) -> Callable[..., Config]:
-    def make(**relay: Any) -> Config:
+    def make(overrides: dict[str, Any] | None = None, **relay: Any) -> Config:
         settings = {
             "host": "127.0.0.1",
             "port": smarthost.port,
@@ -102,7 +108,7 @@ def relay_config(make_config, smarthost: Smarthost) -> Callable[..., Config]:
             "timeout_seconds": 5,
         }
         settings.update(relay)
-        return make_config(relay=settings)
+        return make_config(relay=settings, **(overrides or {}))
 
     return make
 
@@ -157,7 +163,7 @@ async def test_credentials_mail_arrives_once_intact_and_its_password_goes_nowher
 async def test_the_portals_hang_up_burst_is_relayed_too(relay_config, smarthost, start_daemon):
     """The portal writes everything and hangs up on the first byte of the greeting."""
     smarthost.start()
-    config = relay_config()
+    config = relay_config({"vars": {"WODBEEXTFQDN": "be.example.org:8443:https"}})
     daemon = await start_daemon(config)
     burst = portal_mail("jane@example.com", "Welcome to Workshops-on-Demand!", "\nHello Jane")
 
@@ -171,6 +177,9 @@ async def test_the_portals_hang_up_burst_is_relayed_too(relay_config, smarthost,
     [received] = smarthost.mails()
     assert received.rcpt_tos == ["jane@example.com"]
     assert message_from_bytes(received.content)["Subject"] == "Welcome to Workshops-on-Demand!"
+    # wodmail names itself as the old Postfix did (myhostname = WODBEEXTFQDN)
+    assert received.helo == "be.example.org"
+    assert b"\tby be.example.org (wodmail) with SMTP;" in received.content
     assert received.content.split(b"\r\n\r\n", 1)[1] == b"Hello Jane\r\n"
 
 
@@ -499,6 +508,9 @@ def test_default_order_recipients_are_the_backends_names():
     assert found[:2] == ["@localhost", "@localhost.localdomain"]
     assert {"@be-int.example.org", "@be1.example.org", "@be2.x"} <= set(found)
     assert f"@{socket.getfqdn().lower()}" in found
+    assert relay_hostname({"WODBEFQDN": "be-int.x", "WODBEEXTFQDN": "Be1.X.:8443,be2.x"}) == "be1.x"
+    assert relay_hostname({"WODBEFQDN": "be-int.x"}) == "be-int.x"
+    assert relay_hostname({}) == socket.getfqdn()
     unrendered = default_order_recipients({"WODBEFQDN": "{{ ansible_fqdn }}"})
     assert not any("{" in entry for entry in unrendered)
 

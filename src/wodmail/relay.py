@@ -81,18 +81,30 @@ _LINE_ENDING = re.compile(rb"\r?\n")
 # --- which mail is relayed ------------------------------------------------------------------
 
 
+def _backend_names(variables: dict[str, Any], key: str) -> list[str]:
+    """The host names in WODBEFQDN / WODBEEXTFQDN ("be1.example.org:443:https,be2...")."""
+    value = variables.get(key)
+    if not isinstance(value, str) or "{" in value:
+        return []
+    names = (item.split(":")[0].strip().lower().rstrip(".") for item in value.split(","))
+    return [name for name in names if name]
+
+
 def default_order_recipients(variables: dict[str, Any]) -> list[str]:
     """`@` every name the old Postfix delivered locally (its `mydestination`): the backend's
     WODBEFQDN and WODBEEXTFQDN (the portal writes to WODUSER@<the latter's first name>),
     localhost, and this machine's names."""
     names = ["localhost", "localhost.localdomain", socket.gethostname(), socket.getfqdn()]
-    for key in ("WODBEFQDN", "WODBEEXTFQDN"):
-        value = variables.get(key)
-        if isinstance(value, str) and "{" not in value:
-            # "be1.example.org:443:https,be2.example.org": host names before any ':'
-            names.extend(item.split(":")[0] for item in value.split(","))
+    names += _backend_names(variables, "WODBEFQDN") + _backend_names(variables, "WODBEEXTFQDN")
     found = [f"@{name.strip().lower().rstrip('.')}" for name in names if name.strip()]
     return list(dict.fromkeys(found))
+
+
+def relay_hostname(variables: dict[str, Any]) -> str:
+    """The name wodmail gives itself to the smarthost (EHLO, Received, Message-ID): the old
+    Postfix's `myhostname`, WODBEEXTFQDN, else WODBEFQDN, else this machine's FQDN."""
+    names = _backend_names(variables, "WODBEEXTFQDN") + _backend_names(variables, "WODBEFQDN")
+    return names[0] if names else socket.getfqdn()
 
 
 class OrderMailbox:

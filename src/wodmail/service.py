@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import resource
 import signal
-import socket
 import sqlite3
 import time
 from typing import Any
@@ -21,7 +20,7 @@ from wodmail.intake import IntakeHandler
 from wodmail.journal import Journal
 from wodmail.loopguard import LoopErrors
 from wodmail.notify import Notifier, watchdog_interval
-from wodmail.relay import OrderMailbox, Relay, default_order_recipients
+from wodmail.relay import OrderMailbox, Relay, default_order_recipients, relay_hostname
 from wodmail.smtp import SessionFactory, create_server_factory
 
 log = structlog.get_logger(__name__)
@@ -98,7 +97,7 @@ class Daemon:
                 config.relay,
                 config.outbox_path(),
                 OrderMailbox(order_recipients(config, variables)),
-                hostname=socket.getfqdn(),
+                hostname=relay_hostname(variables),
             )
             try:
                 await self.relay.start()
