@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wod_installation import GROUP, Tree, build_installation
+from wod_installation import BACKEND_FQDN, GROUP, Tree, build_installation
 from wodmail import cli
 from wodmail.deploy import delivery
 
@@ -57,6 +57,7 @@ FACTS_SCRIPT = """\
 LAB={{ LABNAME }} LEVEL={{ LEVEL }} WHO={{ WODUSER }} FROM={{ WODSENDER }}
 VARS={{ VARDIR }} PRIV={{ VARPRIVDIR }} MAX={{ WODUSERMAX }} BASE={{ WODBASESTDID }}
 MON={{ WODMONITOR }} LDAPSETUP={{ WODLDAPSETUP }} UID={{ UIDBASE + STDID | int }}
+LEVELS={{ LEVELS }} INI={{ INIVAR }} HOST={{ HOSTLEVEL }} GROUPONLY={{ GROUPONLY }}
 """
 CONFIG_YAML = """\
 lab:
@@ -230,3 +231,35 @@ def test_the_values_are_the_installations(tree: Tree, wodmail_output: Path) -> N
     facts = (wodmail_output / "scripts" / "facts.sh").read_text()
     assert f"# {tree.home} {tree.home}\n" in facts
     assert "LAB=public-lab LEVEL=private WHO=wodadmin" in facts
+    assert "LEVELS=group INI=from-ini HOST=private GROUPONLY=True" in facts
+
+
+def test_every_inventory_level_variable_is_what_ansible_inventory_says(tree: Tree) -> None:
+    """The installer's own way to read values back: `ansible-inventory --host` with the
+    inventories, playbook dir and saved -e options (no facts, play vars or include_vars)."""
+    import json
+
+    from wodmail.config import parse_config
+
+    command = (
+        'source "$1"; ansible-inventory -i "$2" $WODPRIVINV --host "$3" --playbook-dir "$4" '
+        '$WODANSPLAYOPT $WODANSPRIVOPT --vault-password-file "$5"'
+    )
+    run = subprocess.run(
+        ["bash", "-c", command, "inv", str(tree.wod_sh), str(tree.ansible / "inventory"),
+         BACKEND_FQDN, str(tree.ansible), str(tree.vault_secret)],
+        env=ansible_env(tree), capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert run.returncode == 0, f"ansible-inventory failed:\n{run.stdout}\n{run.stderr}"
+    expected = json.loads(run.stdout)
+    installation = parse_config(tree.config(), "wodmail.yml").wod_installation
+    assert installation is not None
+    ours: dict[str, object] = {}
+    for layer in installation.base_layers:
+        if layer.label.startswith(("facts", "inventory magic", str(tree.wod_yml))):
+            continue
+        if layer.label.endswith("(play vars)"):
+            continue
+        ours.update(layer.values)
+    ours.update(installation.extra_variables())
+    assert ours == expected

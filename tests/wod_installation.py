@@ -187,7 +187,16 @@ export WODUSERMAX=40
 
 
 def _write_backend(tree: Tree) -> None:
-    _write(tree.ansible / "inventory", f"[{GROUP}]\n{BACKEND_FQDN} ansible_connection=local\n")
+    _write(tree.ansible / "inventory", f"""\
+[{GROUP}]
+{BACKEND_FQDN} ansible_connection=local
+[{GROUP}:vars]
+INIVAR=from-ini
+LEVELS=ini
+""")
+    # Group-level values beat `all`, and the INI ones; host_vars beat them all.
+    _write(tree.ansible / "group_vars" / f"{GROUP}.yml", "LEVELS: group\nGROUPONLY: yes\n")
+    _write(tree.private / "ansible" / "host_vars" / f"{BACKEND_FQDN}.yml", "HOSTLEVEL: private\n")
     _write(tree.ansible / "group_vars" / "all.yml", f"""\
 # backend defaults
 UIDBASE: 2000
@@ -203,6 +212,7 @@ WODBEEXTFQDN: "{{{{ ansible_fqdn }}}}"
 JUPYTERFQDN: "{{{{ ansible_fqdn }}}}"
 STUDHOMES: "{{{{ ansible_env.HOME }}}}/students-notes"
 HTTPPORT-WKSHP-Docker101: 14151
+LEVELS: all
 """)
     (tree.public_vars).mkdir(parents=True, exist_ok=True)
     (tree.backend / "scripts").mkdir(parents=True, exist_ok=True)
