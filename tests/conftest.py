@@ -12,6 +12,9 @@ from wodmail.config import Config, parse_config
 from wodmail.dispatcher import Runner, noop_runner
 from wodmail.service import Daemon
 
+# e2e.py is also a fixture plugin (`pytest_plugins = ["e2e"]`) imported by test modules.
+pytest.register_assert_rewrite("e2e")
+
 WORKSHOPS = ("WKSHP-API101", "WKSHP-K8S101", "WKSHP-OneView", "WKSHP-Docker101")
 
 

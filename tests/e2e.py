@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from wodmail.backend import Backend
 from wodmail.config import Config
 from wodmail.jobs import Job
 from wodmail.journal import JournalReader
 from wodmail.lifecycle import LifecycleRunner
-from wodmail.sandbox import Sandbox
+from wodmail.sandbox import Sandbox, make_sandbox
 from wodmail.service import Daemon
 from wodmail.standins.mail_clients import send_portal_style
 
@@ -88,3 +91,30 @@ def shadow_matches(root: Path, user: str, password: str) -> bool:
 
 def listing(home: Path) -> list[str]:
     return sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+
+
+# Fixtures for test modules that declare `pytest_plugins = ["e2e"]`.
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    """Students 1..10, BASESTDID 100, stand-in portal and hub; closed after the test."""
+    box = make_sandbox(tmp_path / "sandbox", students=range(1, 11), base_id=100)
+    yield box
+    box.close()
+
+
+@pytest.fixture
+async def backend(sandbox: Sandbox) -> AsyncIterator[Callable[..., Any]]:
+    """Starts a daemon on the sandbox (config overrides as keyword arguments); each one
+    started is stopped after the test."""
+    started: list[Backend2E] = []
+
+    async def start(**overrides: Any) -> Backend2E:
+        running = await Backend2E(sandbox, sandbox.config(**overrides)).start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        await running.stop()

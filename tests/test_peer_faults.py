@@ -14,40 +14,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from e2e import Backend2E, portal_writes
+from e2e import portal_writes
 from wodmail.jobs import JobState
-from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
+from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox
 from wodmail.standins._base import StandinRequest, StandinResponse
 
+pytest_plugins = ["e2e"]  # the `sandbox` and `backend` fixtures
 WS = SAMPLE_WORKSHOP
 needs_root = pytest.mark.skipif(os.getuid() != 0, reason="chpasswd -R and chown need root")
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
-    box = make_sandbox(tmp_path / "sandbox", students=range(1, 6), base_id=100)
-    yield box
-    box.close()
-
-
-@pytest.fixture
-async def backend(sandbox: Sandbox) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Backend2E] = []
-
-    async def start(**overrides: Any) -> Backend2E:
-        running = await Backend2E(sandbox, sandbox.config(**overrides)).start()
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        await running.stop()
 
 
 def actives(sandbox: Sandbox, customer: int) -> int:
