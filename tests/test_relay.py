@@ -339,6 +339,26 @@ async def test_give_up_deadline_and_permanent_refusal_end_as_failed(
     assert PASSWORD.encode() not in config.outbox_path().read_bytes()
 
 
+async def test_each_recipient_gets_its_own_outcome(relay_config, smarthost, start_daemon):
+    smarthost.start()
+    smarthost.refuse_recipient("gone@example.com", "550 5.1.1 no such user", times=99)
+    smarthost.refuse_recipient("full@example.com", "452 4.2.2 mailbox full", times=1)
+    config = relay_config()
+    daemon = await start_daemon(config)
+    three = portal_mail("ok@example.com", "Welcome", "\nHello").replace(
+        b"DATA\n", b"RCPT TO: gone@example.com\nRCPT TO: full@example.com\nDATA\n"
+    )
+    await asyncio.to_thread(send_raw, daemon.port, three)
+    [mail] = await eventually(
+        lambda: [m for m in outbox(config) if m["state"] == "sent"], "the last recipient"
+    )
+    # Delivered once to each recipient that can take it: the retry goes to full@ only.
+    assert [m.rcpt_tos for m in smarthost.mails()] == [["ok@example.com"], ["full@example.com"]]
+    assert mail["delivered"] == ["ok@example.com", "full@example.com"] and mail["pending"] == []
+    assert mail["attempts"] == 2
+    assert "refused for gone@example.com: 550 5.1.1 no such user" in mail["outcome"]
+
+
 async def test_order_mail_is_never_relayed(relay_config, smarthost, start_daemon):
     smarthost.start()
     config = relay_config()

@@ -73,7 +73,8 @@ class Received:
 
 
 class Smarthost:
-    """`refuse(reply, times)`: the next `times` mails get `reply` (e.g. a 451) after DATA.
+    """`refuse(reply, times)`: the next `times` mails get `reply` (e.g. a 451) after DATA;
+    `refuse_recipient(address, reply, times)` does the same for one RCPT TO.
 
     `tls`: "starttls" (required before MAIL) or "tls" (implicit, as on port 465), with the
     certificate `make_certificate` made; `login`: (user, password) required before MAIL."""
@@ -94,6 +95,7 @@ class Smarthost:
         self._lock = threading.Lock()
         self._refusal: str | None = None
         self._refusals_left = 0
+        self._recipient_refusals: dict[str, tuple[str, int]] = {}
         self.refused = 0
         self._controller: Controller | None = None
 
@@ -130,6 +132,22 @@ class Smarthost:
     def refuse(self, reply: str, times: int) -> None:
         with self._lock:
             self._refusal, self._refusals_left = reply, times
+
+    def refuse_recipient(self, address: str, reply: str, times: int) -> None:
+        """RCPT TO `address` gets `reply` (e.g. 450 or 550) the next `times` times."""
+        with self._lock:
+            self._recipient_refusals[address] = (reply, times)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        with self._lock:
+            reply, left = self._recipient_refusals.get(address, ("", 0))
+            if left > 0:
+                self._recipient_refusals[address] = (reply, left - 1)
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     def mails(self) -> list[Received]:
         with self._lock:
