@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from wodmail import intake
 from wodmail.jobs import JobState
 from wodmail.journal import JournalReader
+from wodmail.standins.mail_clients import converse
 
 CORPUS = Path(__file__).parent / "corpus"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
@@ -44,15 +44,6 @@ def session_bytes(entry: dict[str, Any], data: bytes) -> bytes:
         body = _stuffed(data).replace(b"\n", b"\r\n")
         return b"\r\n".join(commands) + b"\r\n" + body + b".\r\nQUIT\r\n"
     return b"\r\n".join(commands) + b"\r\n" + data + b".\r\nQUIT\r\n"  # raw
-
-
-def converse(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _data_reply(transcript: bytes) -> str:
@@ -93,7 +84,8 @@ async def test_corpus_replayed_over_smtp(style, make_config, start_daemon, monke
     problems, replayed, last_id = [], 0, 0
     for entry in (e for e in MANIFEST if e["style"] == style):
         data = (CORPUS / "mails" / entry["file"]).read_bytes()
-        transcript = await asyncio.to_thread(converse, daemon.port, session_bytes(entry, data))
+        session = session_bytes(entry, data)
+        transcript = await asyncio.to_thread(converse, "127.0.0.1", daemon.port, session)
         reply = _data_reply(transcript)
         rows = reader.list_jobs(limit=1)
         row = rows[0] if rows and rows[0].id > last_id else None

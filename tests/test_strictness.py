@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,9 @@ from wodmail import cli
 from wodmail.jobs import JobState
 from wodmail.journal import JournalReader
 from wodmail.orders import OrderRules, Rejection, parse_order
+from wodmail.standins.mail_clients import converse
 
 ALLOWED = "wod@example.org"
-
-
-def converse(port: int, data: bytes) -> bytes:
-    """Writes a whole session, then reads every reply until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(4096):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def crlf_session(mail_from: str, message: bytes) -> bytes:
@@ -37,7 +27,7 @@ def crlf_session(mail_from: str, message: bytes) -> bytes:
 
 async def session(port: int, mail_from: str, headers: str, body: str = "WKSHP-API101") -> bytes:
     message = (headers + "\r\n\r\n" + body).encode()
-    return await asyncio.to_thread(converse, port, crlf_session(mail_from, message))
+    return await asyncio.to_thread(converse, "127.0.0.1", port, crlf_session(mail_from, message))
 
 
 def journal(config) -> list:
@@ -137,7 +127,7 @@ async def test_crlf_session_is_held_to_crlf_no_smuggling(make_config, start_daem
     config = make_config()
     daemon = await start_daemon(config)
     transcript = await asyncio.to_thread(
-        converse, daemon.port, crlf_session("<a@example.org>", SMUGGLED))
+        converse, "127.0.0.1", daemon.port, crlf_session("<a@example.org>", SMUGGLED))
     assert b"SMTP smuggling" in transcript
     await asyncio.sleep(0.3)  # a second row, if any, would be there by now
     [row] = journal(config)
@@ -152,7 +142,7 @@ async def test_bare_lf_session_keeps_ending_data_at_lf_dot_lf(make_config, start
     daemon = await start_daemon(config)
     session_bytes = (b"MAIL FROM:<a@example.org>\nRCPT TO:<w@backend>\nDATA\n"
                      + SMUGGLED.replace(b"\r\n", b"\n") + b".\nQUIT\n")
-    transcript = await asyncio.to_thread(converse, daemon.port, session_bytes)
+    transcript = await asyncio.to_thread(converse, "127.0.0.1", daemon.port, session_bytes)
     assert b"OK job 1" in transcript and b"OK job 2" in transcript
     rows = await wait_rows(config, 2)
     assert [row.student for row in rows] == [1, 2]
@@ -193,7 +183,7 @@ async def test_credentials_mail_is_recorded_without_its_body(make_config, start_
                                                              tmp_path, capsys):
     config = make_config()
     daemon = await start_daemon(config)
-    transcript = await asyncio.to_thread(converse, daemon.port, CREDENTIALS)
+    transcript = await asyncio.to_thread(converse, "127.0.0.1", daemon.port, CREDENTIALS)
     assert b"550 5.6.0 not an order" in transcript
     [row] = await wait_rows(config, 1)
     raw = JournalReader(config.journal_path()).raw(row.id) or b""

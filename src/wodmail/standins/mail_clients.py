@@ -56,10 +56,15 @@ async def send_portal_style_async(host: str, port: int, subject: str, body: str)
 
 def send_netcat_style(host: str, port: int, subject: str, body: str) -> bytes:
     """Pipes the admin tool's lines and reads everything the server says until it closes."""
-    with socket.create_connection((host, port), timeout=10) as sock:
-        sock.sendall(netcat_bytes(subject, body))
+    return converse(host, port, netcat_bytes(subject, body), timeout=10)
+
+
+def converse(host: str, port: int, data: bytes, *, timeout: float = 60) -> bytes:
+    """Writes a whole session at once, then reads every reply until the server closes."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(data)
         chunks = []
-        while chunk := sock.recv(4096):
+        while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
 
