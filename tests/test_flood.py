@@ -43,9 +43,12 @@ def test_idle_flood_from_outside_network_does_not_stop_orders(tmp_path, notebook
     # Every line is JSON: no stdlib traceback of a failing accept().
     events = [json.loads(line) for line in lines]
     assert sum(len(line) for line in lines) < 10_000, lines[:20]
-    [summary] = [e for e in events if e["event"].startswith("connections refused")]
-    assert summary["count"] == FLOOD
-    assert summary["by"] == {f"{flood.OUTSIDE_ADDRESS}: not in allowed_networks": FLOOD}
+    # One summary line per 10 s window of the burst (a loaded machine may need several).
+    summaries = [e for e in events if e["event"].startswith("connections refused")]
+    assert 1 <= len(summaries) <= 12
+    assert sum(summary["count"] for summary in summaries) == FLOOD
+    assert {key for summary in summaries for key in summary["by"]} == {
+        f"{flood.OUTSIDE_ADDRESS}: not in allowed_networks"}
 
 
 @pytest.mark.skipif(not flood.outside_address_usable(), reason="cannot bind 127.0.0.2")
@@ -150,5 +153,6 @@ def test_out_of_files_accept_failures_are_one_json_summary(tmp_path, notebooks):
     [warning] = [e for e in events if e["event"] == "open-file limit too low for "
                  "listen.max_connections"]
     assert (warning["limit"], warning["max_connections"]) == (64, 256)
-    [summary] = [e for e in events if e["event"].startswith("accept() failed")]
-    assert summary["by"].keys() == {"EMFILE"}
+    summaries = [e for e in events if e["event"].startswith("accept() failed")]
+    assert 1 <= len(summaries) <= 12  # one per 10 s window of the burst
+    assert {key for summary in summaries for key in summary["by"]} == {"EMFILE"}
