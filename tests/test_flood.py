@@ -139,7 +139,10 @@ def test_out_of_files_accept_failures_are_one_json_summary(tmp_path, notebooks):
     asyncio pauses accepting; the log gets one JSON summary, not a traceback per try."""
     if not flood.raise_own_file_limit(512):
         pytest.skip("the hard open-file limit is below 512")
-    config = _config(tmp_path, notebooks, allowed_networks=["127.0.0.0/8"])
+    # No ssh key pool: its background key writes would fail for want of files too and log
+    # on their own; this test is about accept().
+    config = _config(tmp_path, notebooks, allowed_networks=["127.0.0.0/8"],
+                     accounts={"ssh_key_pool": 0})
     config["listen"] = {"host": "127.0.0.1", "port": 0, "max_connections": 256}
     with (
         flood.serve(tmp_path / "serve", config, open_files=64) as server,
