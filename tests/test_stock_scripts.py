@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import sysconfig
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -80,12 +81,9 @@ def _write(path: Path, text: str, mode: int = 0o644) -> Path:
 
 
 def _open_up(path: Path) -> None:
-    """Let the WoD user reach `path` through the private pytest temp dirs above it."""
-    for folder in (path, *path.parents):
-        if folder == Path("/"):
-            break
-        if os.stat(folder).st_uid == os.getuid():
-            folder.chmod(folder.stat().st_mode | 0o711)
+    """Let the WoD user enter every folder of the tree (built by root, some 0700)."""
+    for folder in (path, *(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())):
+        folder.chmod(folder.stat().st_mode | 0o711)
 
 
 def _wod_user_ansible_vault(tree: Tree) -> None:
@@ -122,7 +120,13 @@ def _add_students(tree: Tree, students: range, privileged: bool) -> None:
 @pytest.fixture
 def installation(tmp_path: Path):
     privileged = os.getuid() == 0
-    tree = build_installation(tmp_path / "inst")
+    base = tmp_path
+    if privileged:
+        # The WoD user must reach the tree; pytest keeps resetting its own temp root to 0700
+        # (in any concurrent run), so the tree lives in a temp dir of its own.
+        base = Path(tempfile.mkdtemp(prefix="wodmail-stock-scripts-"))
+        base.chmod(0o711)
+    tree = build_installation(base / "inst")
     _add_students(tree, range(1, 6), privileged)
     scripts = tree.backend / "scripts"
     _write(scripts / "functions.sh", FUNCTIONS_SH, 0o755)
@@ -159,6 +163,8 @@ def installation(tmp_path: Path):
     yield tree, data, create, portal
     portal.stop()
     hub.stop()
+    if base != tmp_path:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 async def test_a_stock_style_create_script_runs_unchanged(installation, monkeypatch, capsys):
@@ -207,11 +213,11 @@ async def test_a_stock_style_create_script_runs_unchanged(installation, monkeypa
     assert f"      | order: w={WS} ws={WS} wid={workshop_id} " in shown
 
 
-def test_scripts_wodmail_cannot_reach_as_wod_user_fail_in_preflight(installation, tmp_path):
+def test_scripts_wodmail_cannot_reach_as_wod_user_fail_in_preflight(installation):
     if os.getuid() != 0:
         pytest.skip("switching to the WoD user needs root")
     tree, data, _, _ = installation
-    hidden = tmp_path / "hidden"
+    hidden = tree.root / "hidden"
     hidden.mkdir(mode=0o700)
     script = _write(hidden / f"create-{WS}.sh", "#!/bin/bash\ntrue\n", 0o755)
     data["scripts"] = {"private": str(hidden)}
@@ -224,3 +230,65 @@ def test_scripts_wodmail_cannot_reach_as_wod_user_fail_in_preflight(installation
     assert str(caught.value) == (
         f"hook script {script}: {USER} (uid {ADMIN_UID}) cannot enter {hidden}"
     )
+
+
+PRE_TEMPLATING = """\
+- name: what HOME/WS holds before the templates are rendered
+  ansible.builtin.stat:
+    path: "{{ WODSTUDDIR }}/student{{ STDID }}/{{ WORKSHOP }}/{{ item }}"
+  loop: [data.csv, 0-ReadMeFirst.ipynb]
+  register: before
+- name: leave a note with the play's variables
+  ansible.builtin.copy:
+    dest: "{{ WODSTUDDIR }}/student{{ STDID }}/{{ WORKSHOP }}/pre.txt"
+    content: "{{ BRANDING }} {{ CHALLENGE }} {{ HTTPPORT }}
+      {{ before.results | map(attribute='stat.exists') | join(' ') }}\\n"
+"""
+
+POST_TEMPLATING = """\
+- name: the templates are rendered by now
+  ansible.builtin.stat:
+    path: "{{ WODSTUDDIR }}/student{{ STDID }}/{{ WORKSHOP }}/0-ReadMeFirst.ipynb"
+  register: notebook_after
+- ansible.builtin.copy:
+    dest: "{{ WODSTUDDIR }}/student{{ STDID }}/{{ WORKSHOP }}/post.txt"
+    content: "{{ notebook_after.stat.exists }}\\n"
+"""
+
+
+async def test_the_installation_s_own_deploy_parts_are_used(installation, monkeypatch):
+    """Private pre/post_templating.yml run through ansible-playbook around the templating,
+    with the order's variables (the vaulted HTTPPORT too); wod-generate-pdf.sh and the
+    installation's workspace template are delivered."""
+    tree, data, _, _ = installation
+    monkeypatch.setenv("PATH", f"{VENV_BIN}:{os.environ.get('PATH', os.defpath)}")
+    monkeypatch.setenv("ANSIBLE_PYTHON_INTERPRETER", sys.executable)  # not a pyenv shim
+    _write(tree.notebooks / WS / "data.csv", "a,b\n")
+    _write(tree.private_ansible / "pre_templating.yml", PRE_TEMPLATING)
+    _write(tree.private_ansible / "post_templating.yml", POST_TEMPLATING)
+    sys_dir = tree.backend / "sys"
+    _write(sys_dir / "wod-generate-pdf.sh", "#!/bin/bash\njupyter nbconvert --to pdf *.ipynb\n")
+    _write(sys_dir / "lab-b123.jupyterlab-workspace.j2",
+           '{"cwd": "{{ WORKSHOP }}", "brand": "{{ BRANDING }}", "student": "{{ STDID }}"}\n')
+    config = parse_config(data, "wodmail.yml")
+    wod = await Backend2E(None, config).start()  # type: ignore[arg-type]
+    try:
+        job = await wod.order("CREATE 4 4 p4@example.com", WS, limit=300)
+    finally:
+        await wod.stop()
+    assert job.state is JobState.DONE, (job.reason, job.result["hooks"][-1]["output"])
+
+    home = tree.students / "student4"
+    # Plain files were there before the templates, the notebook only after.
+    pre = (home / WS / "pre.txt").read_text().rstrip("\n")  # Ansible may drop the newline
+    assert pre == f"WoD Example {WS} 14001 True False"
+    assert (home / WS / "post.txt").read_text().rstrip("\n") == "True"
+    names = [hook["name"] for hook in job.result["hooks"]]
+    assert names[1:] == ["ansible-playbook pre_templating.yml",
+                         "ansible-playbook post_templating.yml"]
+    pdf = home / WS / "wod-generate-pdf.sh"
+    # 0755 as delivered; the admin's ACL (as copy_folder.yml set it) shows in the group bits.
+    assert pdf.read_text().startswith("#!/bin/bash") and pdf.stat().st_mode & 0o755 == 0o755
+    assert pdf.stat().st_uid == (63004 if os.getuid() == 0 else os.getuid())
+    workspace = home / ".jupyter" / "lab" / "workspaces" / "default-37a8.jupyterlab-workspace"
+    assert workspace.read_text() == f'{{"cwd": "{WS}", "brand": "WoD Example", "student": "4"}}\n'

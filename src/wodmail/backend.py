@@ -18,7 +18,14 @@ import structlog
 
 from wodmail import accounts
 from wodmail.config import Config
-from wodmail.deploy import DeployResult, check_tree, deploy_workshop
+from wodmail.deploy import (
+    PDF_SCRIPT,
+    DeployExtras,
+    DeployResult,
+    check_file,
+    check_tree,
+    deploy_workshop,
+)
 from wodmail.errors import AccountError, ConfigurationError, TemplateError
 from wodmail.hooks import Hooks
 from wodmail.hub import HubClient
@@ -29,6 +36,7 @@ from wodmail.passwords import generate_password
 from wodmail.portal import PortalClient
 from wodmail.studentvars import StudentVars
 from wodmail.templating import Renderer, layer_variables
+from wodmail.templatingtasks import TemplatingTasks, ansible_playbook, task_files
 from wodmail.varsfiles import load_vars_file
 from wodmail.workshop import Workshop
 
@@ -273,6 +281,9 @@ class Backend:
         """
         renderer = self.renderer(workshop, student, "preflight-password")
         issues = await asyncio.to_thread(check_tree, workshop.folder, renderer)
+        extras = self.deploy_extras(workshop, student)
+        if extras is not None and extras.workspace_template is not None:
+            issues.extend(check_file(extras.workspace_template, renderer))
         if undefined_ok:
             issues = [issue for issue in issues if not issue.undefined]
         if issues:
@@ -290,10 +301,65 @@ class Backend:
         path = folder / f"variables_{workshop.name}.yml"
         return path if path.is_file() else None
 
+    def deploy_extras(
+        self, workshop: Workshop, student: int, password: str | None = None
+    ) -> DeployExtras | None:
+        """The installation's own workspace template, wod-generate-pdf.sh and private
+        templating tasks, those it has (None without an installation)."""
+        installation = self.config.wod_installation
+        if installation is None:
+            return None
+        sys_dir = Path(installation.values.get("WODSYSDIR") or "/nonexistent")
+        templates = sorted(sys_dir.glob("lab-*.jupyterlab-workspace.j2"))
+        pdf = sys_dir / PDF_SCRIPT
+        tasks = None
+        files = task_files(installation)
+        if files:
+            notebooks = self.config.notebooks
+            candidates = (
+                self._vars_file(notebooks.public_vars, notebooks.public, workshop),
+                self._vars_file(notebooks.private_vars, notebooks.private, workshop),
+                installation.pass_file(workshop.name, student),
+            )
+            order_vars: dict[str, Any] = {
+                "STDID": str(student), "WORKSHOP": workshop.content,
+                "CHALLENGE": workshop.name, "MODEWS": workshop.mode, "DIR": "",
+            }
+            if password is not None and (workshop.record.ldap or workshop.record.varpass):
+                order_vars["PASSSTU"] = password
+            tasks = TemplatingTasks(
+                installation, files, order_vars,
+                [installation.wod_yml, *(p for p in candidates if p and p.is_file())],
+                self.config.scripts.timeout_seconds,
+            )
+        return DeployExtras(templates[0] if templates else None,
+                            pdf if pdf.is_file() else None, tasks)
+
+    def check_deploy_tools(self) -> None:
+        """CREATE preflight: ansible-playbook is there when private templating tasks are."""
+        files = task_files(self.config.wod_installation)
+        if files and ansible_playbook() is None:
+            names = ", ".join(str(path) for path in files.values())
+            raise ConfigurationError(f"{names}: ansible-playbook is not installed to run it")
+
     async def deploy(
-        self, workshop: Workshop, account: Account, renderer: Renderer
+        self,
+        workshop: Workshop,
+        account: Account,
+        renderer: Renderer,
+        *,
+        password: str | None = None,
+        runs: list[dict[str, Any]] | None = None,
     ) -> DeployResult:
-        result = await asyncio.to_thread(deploy_workshop, workshop.folder, account.home, renderer)
+        """Deploys the workshop; what private templating tasks said is added to `runs`."""
+        extras = self.deploy_extras(workshop, account.student, password)
+        try:
+            result = await asyncio.to_thread(
+                deploy_workshop, workshop.folder, account.home, renderer, extras
+            )
+        finally:
+            if runs is not None and extras is not None and extras.tasks is not None:
+                runs.extend(extras.tasks.runs)
         await asyncio.to_thread(
             accounts.give_to, result.student_paths, account.uid, account.gid, self.admin_uid()
         )

@@ -23,6 +23,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePath
@@ -35,9 +36,11 @@ from wodmail.errors import AccountError, TemplateError
 from wodmail.templating import Renderer, looks_like_template
 
 __all__ = [
+    "DeployExtras",
     "DeployResult",
     "TemplateIssue",
     "TreeResult",
+    "check_file",
     "check_tree",
     "deploy_workshop",
     "delivery",
@@ -61,6 +64,7 @@ _WORKSPACE_TEMPLATE = "jupyterlab-workspace.json.j2"
 _STAGING_PREFIX = ".wodmail-deploy-"
 _MADE_DIR_MODE = 0o751  # the old playbook's mode for the folders it created
 _MADE_FILE_MODE = 0o644
+PDF_SCRIPT = "wod-generate-pdf.sh"
 
 Delivery = Literal["render", "copy", "skip"]
 
@@ -82,6 +86,20 @@ class TemplateIssue:
     problem: str
     undefined: bool = False
     """An undefined variable (which a create hook may still provide), not a syntax error."""
+
+
+@dataclass(frozen=True)
+class DeployExtras:
+    """What the installation adds to a deploy when it has it, as its copy_folder.yml did."""
+
+    workspace_template: Path | None = None
+    """`<WODSYSDIR>/lab-*.jupyterlab-workspace.j2`, rendered with the order's variables."""
+    pdf_script: Path | None = None
+    """`<WODSYSDIR>/wod-generate-pdf.sh`, delivered into HOME/WS (mode 0755)."""
+    tasks: Callable[[str], None] | None = None
+    """Runs the private `pre_templating` / `post_templating` tasks (given that name). When
+    set, the deploy happens in place, as the tasks expect: HOME/WS gets the copied files,
+    then the pre tasks run, then the templates are rendered, then the post tasks run."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +127,9 @@ def delivery(relative: PurePath) -> Delivery:
     return "copy"
 
 
-def render_tree(source: Path, dest: Path, renderer: Renderer) -> TreeResult:
+def render_tree(
+    source: Path, dest: Path, renderer: Renderer, extras: DeployExtras | None = None
+) -> TreeResult:
     """Write into `dest` exactly what a CREATE puts in HOME/WS for the workshop folder `source`.
 
     Templates are rendered, the rest copied, then `.ipynb_checkpoints/` is made with a copy
@@ -121,7 +141,15 @@ def render_tree(source: Path, dest: Path, renderer: Renderer) -> TreeResult:
     writer = _TreeWriter(source, renderer)
     dest.mkdir(parents=True, exist_ok=True)
     writer.copy_dir(source, dest, PurePath())
+    return _finish_tree(writer, source, dest, extras)
+
+
+def _finish_tree(
+    writer: _TreeWriter, source: Path, dest: Path, extras: DeployExtras | None
+) -> TreeResult:
     writer.add_readme_checkpoint(dest)
+    if extras is not None and extras.pdf_script is not None:
+        writer.add_file(extras.pdf_script, dest / PDF_SCRIPT, 0o755)
     shutil.copymode(source, dest)
     return TreeResult(tuple(writer.files), tuple(writer.rendered), writer.bytes)
 
@@ -147,21 +175,39 @@ def check_tree(source: Path, renderer: Renderer) -> list[TemplateIssue]:
     return issues
 
 
-def deploy_workshop(source: Path, home: Path, renderer: Renderer) -> DeployResult:
+def check_file(path: Path, renderer: Renderer) -> list[TemplateIssue]:
+    """The problems of one template file outside the workshop (the workspace template)."""
+    try:
+        undefined = renderer.undefined_variables(_decode(path.read_bytes(), str(path)), str(path))
+    except OSError as exc:
+        return [TemplateIssue(str(path), f"cannot read: {exc.strerror}")]
+    except TemplateError as exc:
+        return [TemplateIssue(str(path), str(exc).removeprefix(f"{exc.file}: "))]
+    return [TemplateIssue(str(path), _undefined_problem(item), undefined=True)
+            for item in sorted(undefined)]
+
+
+def deploy_workshop(
+    source: Path, home: Path, renderer: Renderer, extras: DeployExtras | None = None
+) -> DeployResult:
     """Deploy the workshop folder `source` (named WS) into `home`, replacing HOME/WS.
 
-    On any failure HOME is left as it was: no half-rendered folder, no staging folder.
+    On any failure HOME is left as it was: no half-rendered folder, no staging folder
+    (except on the in-place path of installations with private templating tasks).
     """
     if not home.is_dir():
         raise AccountError(f"no home directory {home}")
+    if extras is not None and extras.tasks is not None:
+        return _deploy_in_place(source, home, renderer, extras)
     workshop = source.name
     target = home / workshop
     _remove_stale_staging(home)
     staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=home))
     try:
-        tree = render_tree(source, staging / workshop, renderer)
+        tree = render_tree(source, staging / workshop, renderer, extras)
         staged_workspace = staging / WORKSPACE_FILE
-        _write_new_file(staged_workspace, workspace_json(workshop).encode(), _MADE_FILE_MODE)
+        workspace = _workspace_text(workshop, renderer, extras)
+        _write_new_file(staged_workspace, workspace.encode(), _MADE_FILE_MODE)
         made_jupyter_dir = _make_workspaces_dir(home)
         if target.exists() or target.is_symlink():
             os.rename(target, staging / "previous")  # removed with the staging folder
@@ -170,6 +216,42 @@ def deploy_workshop(source: Path, home: Path, renderer: Renderer) -> DeployResul
         os.replace(staged_workspace, workspace_file)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return _deployed(home, target, tree, made_jupyter_dir, workspace_file)
+
+
+def _deploy_in_place(
+    source: Path, home: Path, renderer: Renderer, extras: DeployExtras
+) -> DeployResult:
+    """The old playbook's order, for the private pre/post templating tasks: copy, pre tasks,
+    render, post tasks, all in HOME/WS (a failure can leave it half-deployed)."""
+    assert extras.tasks is not None
+    workshop = source.name
+    target = home / workshop
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    target.mkdir()
+    writer = _TreeWriter(source, renderer, only="copy")
+    writer.copy_dir(source, target, PurePath())
+    extras.tasks("pre_templating")
+    writer.only = "render"
+    writer.copy_dir(source, target, PurePath())
+    extras.tasks("post_templating")
+    tree = _finish_tree(writer, source, target, extras)
+    made_jupyter_dir = _make_workspaces_dir(home)
+    workspace_file = home / WORKSPACES_DIR / WORKSPACE_FILE
+    workspace_file.unlink(missing_ok=True)
+    workspace = _workspace_text(workshop, renderer, extras)
+    _write_new_file(workspace_file, workspace.encode(), _MADE_FILE_MODE)
+    return _deployed(home, target, tree, made_jupyter_dir, workspace_file)
+
+
+def _deployed(
+    home: Path, target: Path, tree: TreeResult, made_jupyter_dir: Path | None,
+    workspace_file: Path,
+) -> DeployResult:
+    workshop = target.name
     owned = (target, *((made_jupyter_dir,) if made_jupyter_dir else ()), workspace_file)
     log.info(
         "workshop deployed",
@@ -198,6 +280,18 @@ def _workspace_template() -> jinja2.Template:
     return environment.from_string(template_text)
 
 
+def _workspace_text(workshop: str, renderer: Renderer, extras: DeployExtras | None) -> str:
+    """The installation's workspace template rendered for the order, else wodmail's own."""
+    template = extras.workspace_template if extras is not None else None
+    if template is None:
+        return workspace_json(workshop)
+    try:
+        text = template.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TemplateError(str(template), f"cannot read: {exc.strerror}") from exc
+    return renderer.render(text, str(template))
+
+
 def workspace_json(workshop: str) -> str:
     """The JupyterLab workspace that opens `<workshop>/0-ReadMeFirst.ipynb` (paths from HOME)."""
     return _workspace_template().render(notebook=f"{workshop}/{README_NOTEBOOK}", folder=workshop)
@@ -206,9 +300,13 @@ def workspace_json(workshop: str) -> str:
 class _TreeWriter:
     """Copies and renders one workshop folder, counting what it writes."""
 
-    def __init__(self, source: Path, renderer: Renderer) -> None:
+    def __init__(
+        self, source: Path, renderer: Renderer, only: Literal["copy", "render"] | None = None
+    ) -> None:
         self._source = source
         self._renderer = renderer
+        self.only = only
+        """Deliver only copied files (and make folders), or only rendered ones; None: all."""
         self.files: list[Path] = []
         self.rendered: list[Path] = []
         self.bytes = 0
@@ -224,7 +322,8 @@ class _TreeWriter:
                 self.copy_dir(Path(entry.path), dest, entry_relative)
                 shutil.copystat(entry.path, dest, follow_symlinks=False)
             elif entry.is_symlink():
-                self._copy_symlink(Path(entry.path), dest, entry_relative)
+                if self.only != "render":
+                    self._copy_symlink(Path(entry.path), dest, entry_relative)
             elif entry.is_file(follow_symlinks=False):
                 self._deliver_file(Path(entry.path), dest, entry_relative)
             else:
@@ -244,7 +343,8 @@ class _TreeWriter:
 
     def _deliver_file(self, source: Path, dest: Path, relative: PurePath) -> None:
         how = delivery(relative)
-        if how == "skip":
+        wrong_phase = self.only is not None and (how == "render") != (self.only == "render")
+        if how == "skip" or wrong_phase:
             return
         name = self._name(relative)
         try:
@@ -261,6 +361,15 @@ class _TreeWriter:
             self._count(dest, len(data))
         except OSError as exc:
             raise TemplateError(name, f"cannot deploy: {exc.strerror or exc}") from exc
+
+    def add_file(self, source: Path, dest: Path, mode: int) -> None:
+        try:
+            data = source.read_bytes()
+            dest.unlink(missing_ok=True)
+            _write_new_file(dest, data, mode)
+        except OSError as exc:
+            raise TemplateError(str(source), f"cannot deliver: {exc.strerror}") from exc
+        self._count(dest, len(data))
 
     def _copy_symlink(self, source: Path, dest: Path, relative: PurePath) -> None:
         try:

@@ -330,6 +330,7 @@ class OrderRun:
             warnings = backend.hooks.preflight(phases, workshop.content)
             if "create" in phases:
                 backend.check_compile(workshop)
+                backend.check_deploy_tools()
             return warnings
 
         warnings = await self.step("preflight", check)
@@ -441,10 +442,16 @@ async def prepare_home(
         order.result["compiled"] = made
     await order.hooks("create", workshop, [student], password=password, target=target,
                       once=False)
-    deployed = await order.step(
-        "deploy",
-        lambda: backend.deploy(workshop, account, backend.renderer(workshop, student, password)),
-    )
+    task_runs: list[dict[str, Any]] = []
+    try:
+        deployed = await order.step(
+            "deploy",
+            lambda: backend.deploy(workshop, account, backend.renderer(workshop, student, password),
+                                   password=password, runs=task_runs),
+        )
+    finally:  # what private templating tasks said, shown with the hooks
+        if task_runs:
+            order.result.setdefault("hooks", []).extend(task_runs)
     order.result["deployed"] = {"files": deployed.files, "rendered": deployed.rendered,
                                 "bytes": deployed.bytes}
     await order.hooks("post_copy", workshop, [student], password=password, target=target,

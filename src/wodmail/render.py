@@ -41,7 +41,8 @@ def render_workshop(
     if any(out.iterdir()):
         raise WodmailError(f"{out} is not empty")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".wodmail-render-") as tmp:
-        tree = render_tree(workshop.folder, Path(tmp) / content, renderer)
+        extras = backend.deploy_extras(workshop, student)  # its templating tasks do not run
+        tree = render_tree(workshop.folder, Path(tmp) / content, renderer, extras)
         for item in (Path(tmp) / content).iterdir():
             item.rename(out / item.name)
     return [], len(tree.files), workshop.warnings
