@@ -90,7 +90,7 @@ def test_show_unknown_job_and_missing_journal(journal_config: Path, tmp_path: Pa
 
 def test_bad_config_names_the_key(tmp_path: Path, capsys):
     bad = write_config(tmp_path / "bad.yml", {"students": {"max": "many"}})
-    assert cli.main(["check-config", "--config", str(bad)]) == 2
+    assert cli.main(["check-config", "--config", str(bad)]) == 1
     assert "bad.yml: students.max" in capsys.readouterr().err
 
 

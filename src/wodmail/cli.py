@@ -1,13 +1,15 @@
-"""`wodmail`: serve, jobs, show, retry, cancel, prune, relay, render, check-config, demo."""
+"""wodmail: the Workshops-on-Demand backend's order daemon and its admin commands."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,84 +20,107 @@ from wodmail.jobs import Job, JobState
 from wodmail.journal import JournalAdmin, JournalReader
 from wodmail.logs import configure_logging
 
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_JOB_FAILED, EXIT_JOB_UNFINISHED = 3, 4
+EXIT_BROKEN_PIPE, EXIT_INTERRUPTED = 141, 130
 
-def _add_config(parser: argparse.ArgumentParser) -> None:
+EXIT_CODES = """\
+exit codes:
+  0    success (show: the order is done)
+  1    an error: bad or unreadable config, no journal, no such job, an admin command
+       refused, check-config found a failure, render found a problem
+  2    bad command-line arguments
+  3    show: the order failed, was refused or was cancelled
+  4    show: the order is still queued or running
+  130  interrupted (Ctrl-C)
+  141  the output pipe closed early (e.g. `wodmail jobs --json | head`)
+"""
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """--config and -v, accepted before or after the command (`wodmail -v jobs -c F`)."""
+    default: Any = None if top else argparse.SUPPRESS
     parser.add_argument(
-        "--config",
-        "-c",
-        type=Path,
-        default=None,
+        "--config", "-c", type=Path, default=default, metavar="FILE",
         help="YAML config file (default: $WODMAIL_CONFIG, else the embedded defaults)",
     )
+    parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
+                        help="debug logs on stderr (secrets stay masked)")
+
+
+def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text,
+                                                          description=help_text)
+    _common(parser)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wodmail", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logs")
+    parser = argparse.ArgumentParser(
+        prog="wodmail", description=__doc__, epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the daemon in the foreground")
-    _add_config(serve)
+    _command(commands, "serve", "run the daemon in the foreground (SIGTERM/SIGINT stop it)")
 
-    jobs = commands.add_parser("jobs", help="list orders, newest first")
-    _add_config(jobs)
-    jobs.add_argument("--json", action="store_true", help="a JSON array instead of a table")
-    jobs.add_argument("--state", action="append", choices=[s.value for s in JobState])
-    jobs.add_argument("--student", type=int)
-    jobs.add_argument("--workshop")
-    jobs.add_argument("--verb", type=str.upper, choices=["CREATE", "CLEANUP", "RESET", "PURGE"])
-    jobs.add_argument("--limit", type=int, default=None)
+    jobs = _command(commands, "jobs", "list orders, newest first")
+    jobs.add_argument("--json", action="store_true",
+                      help="a JSON array (passwords masked) instead of a table")
+    jobs.add_argument("--state", action="append", choices=[s.value for s in JobState],
+                      help="only orders in this state (repeat for several)")
+    jobs.add_argument("--student", type=int, metavar="N",
+                      help="only orders touching student N (ranges included)")
+    jobs.add_argument("--workshop", metavar="W", help="only orders for workshop W")
+    jobs.add_argument("--verb", type=str.upper, choices=["CREATE", "CLEANUP", "RESET", "PURGE"],
+                      help="only orders with this verb")
+    jobs.add_argument("--limit", type=int, default=None, metavar="N",
+                      help="at most N orders")
 
-    show = commands.add_parser("show", help="one order, with its result")
-    _add_config(show)
-    show.add_argument("job", type=int)
-    show.add_argument("--json", action="store_true")
+    show = _command(commands, "show",
+                    "one order with its steps, attempts and result (exit code: its state)")
+    show.add_argument("job", type=int, help="the job id (see `wodmail jobs`)")
+    show.add_argument("--json", action="store_true",
+                      help="the order as JSON, the password included")
     show.add_argument("--raw", action="store_true", help="also print the mail as received")
 
-    relay = commands.add_parser("relay", help="list relayed mail (the outbox), newest first")
-    _add_config(relay)
+    relay = _command(commands, "relay", "list relayed mail (the outbox), newest first")
     relay.add_argument("--json", action="store_true", help="a JSON array instead of a table")
-    relay.add_argument("--state", action="append", choices=["queued", "sent", "failed"])
-    relay.add_argument("--limit", type=int, default=None)
+    relay.add_argument("--state", action="append", choices=["queued", "sent", "failed"],
+                       help="only mail in this state (repeat for several)")
+    relay.add_argument("--limit", type=int, default=None, metavar="N", help="at most N mails")
 
-    check = commands.add_parser(
-        "check-config", help="validate the config; print each effective value and its origin"
-    )
-    _add_config(check)
+    check = _command(commands, "check-config",
+                     "check the config and the world it points at; print each effective value"
+                     " and its origin")
     check.add_argument("--json", action="store_true",
                        help="the settings as JSON, with an `origins` mapping")
 
-    render = commands.add_parser(
-        "render", help="render a workshop as student N would get it (touches nothing)"
-    )
-    _add_config(render)
+    render = _command(commands, "render",
+                      "render a workshop as student N would get it (touches nothing)")
     render.add_argument("workshop", help="WKSHP-x or CHLG-x")
-    render.add_argument("--student", "-s", type=int, required=True)
-    render.add_argument("--out", "-o", type=Path, default=None,
+    render.add_argument("--student", "-s", type=int, required=True, metavar="N",
+                        help="the student id to render for")
+    render.add_argument("--out", "-o", type=Path, default=None, metavar="DIR",
                         help="write the files a CREATE would put in HOME/WS into this folder")
     render.add_argument("--password", default=None,
                         help="PASSSTU for ldap/varpass workshops (default: a placeholder)")
 
-    retry = commands.add_parser(
-        "retry", help="run a failed (or cancelled) order again, as a new attempt of the same job"
-    )
-    _add_config(retry)
+    retry = _command(commands, "retry",
+                     "run a failed (or cancelled) order again, as a new attempt of the same job")
     retry.add_argument("job", type=int, help="the job id (see `wodmail jobs`)")
 
-    cancel = commands.add_parser("cancel", help="cancel an accepted order that has not started")
-    _add_config(cancel)
+    cancel = _command(commands, "cancel", "cancel an accepted order that has not started")
     cancel.add_argument("job", type=int, help="the job id (see `wodmail jobs`)")
 
-    prune = commands.add_parser(
-        "prune", help="delete finished orders and refusals older than DAYS from the journal"
-    )
-    _add_config(prune)
+    prune = _command(commands, "prune",
+                     "delete finished orders and refusals older than DAYS from the journal")
     prune.add_argument("--older-than", type=_days, required=True, metavar="DAYS",
                        help="finished (done, failed, cancelled, refused) more than DAYS ago")
 
-    demo = commands.add_parser(
-        "demo", help="run CREATE and CLEANUP against a sandboxed backend and show everything"
-    )
+    demo = _command(commands, "demo",
+                    "run CREATE and CLEANUP against a sandboxed backend and show everything")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox folder")
     return parser
 
@@ -200,9 +225,16 @@ def _cmd_show(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         json.dump(public, sys.stdout, indent=2)
         print()
-        return 0
-    print(render_job(public))
-    return 0
+    else:
+        print(render_job(public))
+    return show_exit_code(job.state)
+
+
+def show_exit_code(state: JobState) -> int:
+    """`wodmail show`'s exit code: done 0, failed/refused/cancelled 3, not finished 4."""
+    if state is JobState.DONE:
+        return EXIT_OK
+    return EXIT_JOB_FAILED if state.finished else EXIT_JOB_UNFINISHED
 
 
 def render_job(public: dict[str, Any]) -> str:
@@ -220,6 +252,9 @@ def render_job(public: dict[str, Any]) -> str:
     result = public.get("result") or {}
     for key, value in result.items():
         if key in ("steps", "verb", "hooks"):
+            continue
+        if key == "password":
+            lines.append(f"  {'password:':<14} {_password_text(public, str(value))}")
             continue
         shown = json.dumps(value) if isinstance(value, dict | list) else value
         lines.append(f"  {key + ':':<14} {shown}")
@@ -242,6 +277,27 @@ def _hook_lines(hooks: list[dict[str, Any]]) -> list[str]:
         lines.append(f"    - {hook.get('name')}{user}: {status}{timing}")
         lines.extend(f"      | {line}" for line in str(hook.get("output") or "").splitlines())
     return lines
+
+
+def _password_text(public: dict[str, Any], password: str) -> str:
+    """What the text form says about the order's password: shown only when it is the one a
+    participant was (or will be) given, never for one that was not applied."""
+    steps = (public.get("result") or {}).get("steps", [])
+    applied = any(
+        step.get("status") == "ok" and (step.get("name", "").startswith("set-password")
+                                        or "password" in step.get("name", "").split(" ")[-1])
+        for step in steps
+    )
+    if public.get("verb") != "CREATE":
+        if applied:
+            return ("changed to a new random one to lock the participant out "
+                    "(not shown; `--json` has it)")
+        return "not changed (the order stopped before the password step)"
+    if public.get("state") == "done":
+        return password
+    if applied:
+        return f"{password} (applied before the order stopped)"
+    return "none applied (the order stopped before the password was set)"
 
 
 def _current_lines(current: dict[str, Any] | None) -> list[str]:
@@ -374,7 +430,7 @@ def _cmd_render(config: Config, args: argparse.Namespace) -> int:
 def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
     from wodmail.demo import run_demo
 
-    return run_demo(keep=args.keep)
+    return run_demo(keep=args.keep, config=config if args.config else None)
 
 
 COMMANDS = {
@@ -395,16 +451,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
-        config = load_config(getattr(args, "config", None))
+        config = load_config(args.config)
         return COMMANDS[args.command](config, args)
     except ConfigurationError as exc:
-        print(f"wodmail: configuration error:\n{exc}", file=sys.stderr)
-        return 2
+        for line in str(exc).splitlines():  # one line per problem, each naming file and key
+            print(f"wodmail: {line}", file=sys.stderr)
+        return EXIT_ERROR
     except WodmailError as exc:
         print(f"wodmail: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing more, like any filter would.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.verbose:
+            traceback.print_exc()
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"wodmail: unexpected {type(exc).__name__}: {detail} (run with -v for details)",
+              file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null so that flushing it at exit raises no second BrokenPipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -368,6 +368,15 @@ def provenance(config: Config) -> dict[str, str]:
     return origins
 
 
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: where (line, column) and what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return " ".join(str(problem).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def load_config(path: Path | str | None = None) -> Config:
     """Reads the config from `path`, else $WODMAIL_CONFIG, else embedded defaults."""
     if path is None:
@@ -382,6 +391,6 @@ def load_config(path: Path | str | None = None) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigurationError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigurationError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
     config = parse_config(data, str(path))
     return config.model_copy(update={"source": path})

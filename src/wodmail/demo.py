@@ -19,9 +19,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from wodmail.config import Config
 from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
 
 STUDENT = 1
@@ -61,13 +63,32 @@ def _print_calls(sandbox: Sandbox) -> None:
         print(f"  {call.method} {call.path} -> {call.status}")
 
 
-def run_demo(*, keep: bool = False) -> int:
+# What the sandbox owns whatever the admin's config says: nothing real is touched.
+SANDBOX_KEYS = ("listen", "state_dir", "students", "notebooks", "students_dir", "portal", "hub",
+                "accounts")
+
+
+def demo_config_data(sandbox: Sandbox, port: int, base: Config | None) -> dict[str, Any]:
+    """The sandbox's config; with `--config`, the admin's file underneath it (its variables,
+    hooks, handlers, senders, limits), every key that reaches accounts or peers the sandbox's."""
+    data = sandbox.config_data()
+    data["listen"]["port"] = port
+    if base is None:
+        return data
+    mine = base.model_dump(mode="json", exclude_unset=True)
+    for key in SANDBOX_KEYS:
+        mine.pop(key, None)
+    # The sample workshop's variables first, the admin's (later, winning) after them.
+    mine["group_vars"] = [*data.get("group_vars", []), *mine.get("group_vars", [])]
+    return {**data, **mine}
+
+
+def run_demo(*, keep: bool = False, config: Config | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="wodmail-demo-"))
     sandbox = make_sandbox(root / "backend", students=range(1, 4), base_id=100)
     port = _free_port()
     config_path = root / "wodmail.yml"
-    data = sandbox.config_data()
-    data["listen"]["port"] = port
+    data = demo_config_data(sandbox, port, config)
     config_path.write_text(yaml.safe_dump(data, sort_keys=False))
     log = root / "wodmail.log"
     bindir = Path(sys.executable).parent

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
+from wodmail.backend import load_base_variables
 from wodmail.cli import render_job
 from wodmail.config import Config, load_config
-from wodmail.errors import ConfigurationError
+from wodmail.errors import ConfigurationError, WodmailError
 from wodmail.journal import JournalReader
 
 VERBS = ("CREATE", "CLEANUP", "RESET", "PURGE")
@@ -52,25 +53,44 @@ def plan_mails(verb: str, workshop: str, low: int, high: int) -> list[tuple[str,
     return [(f"{verb} {n} 0", workshop) for n in range(low, high + 1)]
 
 
+EXIT_CODES = """\
+exit codes:
+  0  every order was accepted (and, with --wait, is done)
+  1  an order was refused or failed, the daemon could not be reached, or the config is bad
+  2  bad command-line arguments
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wodmail-test", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="wodmail-test", description=__doc__.split("\n")[0], epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("verb", type=str.upper, help="CREATE, CLEANUP, RESET or PURGE")
     parser.add_argument("workshop", help="e.g. WKSHP-API101 or CHLG-API101")
     parser.add_argument("range", nargs="?", help="MIN or MIN,MAX (default: students.min)")
-    parser.add_argument("--config", "-c", type=Path, default=None)
+    parser.add_argument("--config", "-c", type=Path, default=None, metavar="FILE",
+                        help="the daemon's config (default: $WODMAIL_CONFIG, else the defaults)")
     parser.add_argument("--host", default=None, help="default: listen.host of the config")
     parser.add_argument("--port", type=int, default=None, help="default: listen.port")
-    parser.add_argument("--sender", default=None, help="envelope and From address")
+    parser.add_argument("--sender", default=None,
+                        help="envelope and From address (default: the first sender the daemon"
+                             " allows: allowed_senders, else WODSENDER)")
     parser.add_argument("--wait", action="store_true", help="wait for each result and print it")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
     return parser
 
 
+def default_sender(config: Config) -> str:
+    """The sender the daemon allows (as the old tool sent as WODSENDER)."""
+    senders = config.senders(load_base_variables(config))
+    return senders[0] if senders else "wodmail-test@localhost"
+
+
 def send(config: Config, args: argparse.Namespace, mails: list[tuple[str, str]]) -> list[int]:
     host = args.host or config.listen.host
     port = args.port or config.listen.port
-    sender = args.sender or (config.allowed_senders[0] if config.allowed_senders else
-                             "wodmail-test@localhost")
+    sender = args.sender or default_sender(config)
     job_ids: list[int] = []
     with smtplib.SMTP(host, port, timeout=30) as smtp:
         for subject, body in mails:
@@ -123,12 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wodmail-test: {exc}", file=sys.stderr)
         return 2
     except ConfigurationError as exc:
-        print(f"wodmail-test: configuration error:\n{exc}", file=sys.stderr)
-        return 2
+        for line in str(exc).splitlines():
+            print(f"wodmail-test: {line}", file=sys.stderr)
+        return 1
     try:
         job_ids = send(config, args, mails)
     except (OSError, smtplib.SMTPException) as exc:
         print(f"wodmail-test: cannot send to the daemon: {exc}", file=sys.stderr)
+        return 1
+    except WodmailError as exc:
+        print(f"wodmail-test: {exc}", file=sys.stderr)
         return 1
     if len(job_ids) != len(mails):
         return 1
