@@ -151,6 +151,8 @@ def installation(tmp_path: Path):
         portal.add_customer(n, notebook=WS, studentId=n + BASE)
     hub = StandinHub(HUB_TOKEN, users=[f"student{n}" for n in range(1, 6)]).start()
     data = tree.config(
+        # Any free port: the installation's WODPOSTPORT (10031) may be taken by another run.
+        listen={"host": "127.0.0.1", "port": 0},
         portal={"url": portal.url, "user": StandinPortal.MODERATOR_USER,
                 "password": StandinPortal.MODERATOR_PASSWORD},
         hub={"url": hub.root_url, "token": HUB_TOKEN},
