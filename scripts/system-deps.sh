@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System tools the tests use for real (chpasswd, ssh-keygen, setfacl, slapd, shc).
+# System tools the tests use for real (chpasswd, ssh-keygen, setfacl, slapd, shc, openssl).
 # Installs what is missing when running as root with apt-get; otherwise the
 # tests that need a tool skip with the reason.
 set -euo pipefail
@@ -10,6 +10,7 @@ command -v setfacl >/dev/null || need+=(acl)
 command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapadd >/dev/null || need+=(ldap-utils)
 command -v shc >/dev/null || need+=(shc)
+command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "system-deps: missing ${need[*]} and cannot install (not root or no apt-get); tests needing them will skip" >&2

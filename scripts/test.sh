@@ -5,5 +5,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash scripts/system-deps.sh
 bash scripts/dev-env.sh test
-.venv/bin/ruff check .
-.venv/bin/python -m pytest "$@"
+venv=${WODMAIL_VENV:-$root/.venv}
+"$venv/bin/python" --version
+"$venv/bin/ruff" check .
+"$venv/bin/python" -m pytest "$@"

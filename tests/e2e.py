@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sha512crypt import sha512_crypt_matches
 from wodmail.backend import Backend
 from wodmail.config import Config
 from wodmail.jobs import Job
@@ -79,13 +79,10 @@ def hub_calls(sandbox: Sandbox) -> list[tuple[str, str]]:
 
 def shadow_matches(root: Path, user: str, password: str) -> bool:
     """The sandbox shadow file's hash for `user` is that of `password` (SHA-512 crypt)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
     for line in (root / "etc" / "shadow").read_text().splitlines():
         name, hashed = line.split(":")[:2]
         if name == user:
-            return hashed.startswith("$6$") and crypt.crypt(password, hashed) == hashed
+            return hashed.startswith("$6$") and sha512_crypt_matches(password, hashed)
     raise AssertionError(f"no {user} in the sandbox shadow file")
 
 

@@ -14,7 +14,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from structlog.testing import capture_logs
 
+from sha512crypt import sha512_crypt_matches
 from wodmail import accounts
 from wodmail.accounts import (
     UserDb,
@@ -40,6 +40,13 @@ UIDS = {"student1": 61001, "student2": 61002, "student3": 61003, "wodadmin": 611
 ADMIN_UID = UIDS["wodadmin"]
 PROCESS_UID = 64711  # not a host user, and no other test's: end_processes kills them all
 PASSWORD = "Tr1cky:pass$word!"
+ROOT = os.geteuid() == 0
+needs_root_chpasswd = pytest.mark.skipif(
+    not ROOT, reason="root only: chpasswd -R chroots into the sandbox root")
+needs_root_chown = pytest.mark.skipif(
+    not ROOT, reason="root only: files are given to other users' uids (chown)")
+needs_root_kill = pytest.mark.skipif(
+    not ROOT, reason="root only: the processes run as another uid (setpriv) and are killed")
 
 
 # ---------------------------------------------------------------- helpers and fixtures
@@ -82,10 +89,7 @@ def shadow_hash(root: Path, user: str) -> str:
 
 
 def hash_matches(password: str, hashed: str) -> bool:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # crypt is deprecated in 3.11
-        import crypt
-    return crypt.crypt(password, hashed) == hashed
+    return sha512_crypt_matches(password, hashed)
 
 
 def acl_of(path: Path) -> list[str]:
@@ -161,6 +165,7 @@ def test_userdb_reports_a_missing_file_and_a_broken_line(tmp_path: Path) -> None
 # ---------------------------------------------------------------- Linux password
 
 
+@needs_root_chpasswd
 async def test_password_is_set_in_the_sandbox_shadow_as_sha512(
     sandbox_root: Path, host_shadow_unchanged: None
 ) -> None:
@@ -173,6 +178,7 @@ async def test_password_is_set_in_the_sandbox_shadow_as_sha512(
     assert shadow_hash(sandbox_root, "student1") == "!"  # neighbours untouched
 
 
+@needs_root_chpasswd
 async def test_setting_again_replaces_the_password(sandbox_root: Path) -> None:
     await set_linux_password("student1", "first-one", sandbox_root)
     await set_linux_password("student1", "second-one", sandbox_root)
@@ -182,6 +188,7 @@ async def test_setting_again_replaces_the_password(sandbox_root: Path) -> None:
     assert not hash_matches("first-one", hashed)
 
 
+@needs_root_chpasswd
 async def test_password_reaches_chpasswd_on_stdin_never_on_its_command_line(
     sandbox_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -204,6 +211,7 @@ async def test_password_reaches_chpasswd_on_stdin_never_on_its_command_line(
     assert hash_matches(PASSWORD, shadow_hash(sandbox_root, "student3"))
 
 
+@needs_root_chpasswd
 async def test_chpasswd_failure_is_reported_without_the_password(sandbox_root: Path) -> None:
     with pytest.raises(AccountError) as caught:
         await set_linux_password("student7", PASSWORD, sandbox_root)
@@ -241,6 +249,8 @@ async def test_missing_root_is_named(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- wipe and skeleton
 
 
+@pytest.mark.skipif(not ROOT, reason="root only: the home holds a read-only folder, which only "
+                    "root (as the daemon runs) can empty")
 def test_wipe_empties_the_home_but_spares_what_symlinks_point_at(tmp_path: Path) -> None:
     home = tmp_path / "student1"
     home.mkdir()
@@ -404,6 +414,7 @@ def test_keypair_refuses_an_ssh_dir_that_is_a_symlink(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- ownership and ACLs
 
 
+@needs_root_chown
 def test_give_to_chowns_the_tree_but_not_what_symlinks_point_at(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -422,6 +433,7 @@ def test_give_to_chowns_the_tree_but_not_what_symlinks_point_at(tmp_path: Path) 
         assert path.stat().st_uid == 0, path
 
 
+@needs_root_chown
 def test_give_to_grants_the_admin_rwx_acls(acl_home: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     make_tree(acl_home, outside)
@@ -438,6 +450,7 @@ def test_give_to_grants_the_admin_rwx_acls(acl_home: Path, tmp_path: Path) -> No
     assert not any(str(ADMIN_UID) in entry for entry in acl_of(outside / "precious.txt"))
 
 
+@needs_root_chown
 def test_give_to_without_admin_sets_no_acl(acl_home: Path) -> None:
     (acl_home / "nb.ipynb").write_text("{}")
 
@@ -446,6 +459,7 @@ def test_give_to_without_admin_sets_no_acl(acl_home: Path) -> None:
     assert not any(str(ADMIN_UID) in entry for entry in acl_of(acl_home / "nb.ipynb"))
 
 
+@needs_root_chown
 def test_give_to_without_setfacl_warns_once_and_still_chowns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -473,6 +487,7 @@ def test_give_to_names_a_missing_path(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- CREATE step 3 as a whole
 
 
+@needs_root_chown
 async def test_reset_home_leaves_skeleton_and_keys_owned_by_the_student(
     acl_home: Path, tmp_path: Path
 ) -> None:
@@ -531,6 +546,7 @@ def ignores_sigterm(pid: int) -> bool:
     return False
 
 
+@needs_root_kill
 async def test_end_processes_terms_then_kills_the_stubborn(tmp_path: Path) -> None:
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) not installed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -357,22 +358,28 @@ def _cmd_relay(config: Config, args: argparse.Namespace) -> int:
 
 def _cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     from wodmail.config import provenance
-    from wodmail.service import check, describe
+    from wodmail.configcheck import run_checks
+    from wodmail.service import describe
 
     settings, origins = describe(config), provenance(config)
+    checks = run_checks(config)
     if args.json:
-        json.dump({**settings, "origins": origins}, sys.stdout, indent=2)
+        json.dump({**settings, "origins": origins,
+                   "checks": [dataclasses.asdict(check) for check in checks]},
+                  sys.stdout, indent=2)
         print()
     else:
         width = max(len(key) for key in origins)
         for key, origin in origins.items():
             print(f"{key:<{width}}  {json.dumps(_dotted(settings, key))}  ({origin})")
-    errors, warnings = check(config)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for error in errors:
-        print(f"error: {error}", file=sys.stderr)
-    return 1 if errors else 0
+        print()
+        for check in checks:
+            print(check.line())
+    failures = sum(check.status == "FAIL" for check in checks)
+    warnings = sum(check.status == "warn" for check in checks)
+    print(f"check-config: {len(checks)} checks, {failures} failed, {warnings} warnings",
+          file=sys.stderr)
+    return EXIT_ERROR if failures else EXIT_OK
 
 
 def _dotted(data: Any, key: str) -> Any:

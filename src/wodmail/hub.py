@@ -170,6 +170,11 @@ class HubClient(ClientBase):
             self._token_good_until = time.monotonic() + TOKEN_CHECK_SECONDS
         await self.get_user(user)
 
+    async def check_token(self) -> None:
+        """The hub accepts the token and lets it start, stop and read servers
+        (`wodmail check-config`); `PeerMisconfigured` naming what is missing otherwise."""
+        await self._check_token("")
+
     async def _check_token(self, user: str) -> None:
         response = await self._send("GET", "/hub/api/user")
         if response.status_code in (401, 403):  # any token the hub knows may identify itself

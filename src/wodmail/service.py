@@ -329,10 +329,8 @@ async def serve_forever(config: Config, runner: Runner) -> None:
 
 
 def check(config: Config) -> tuple[list[str], list[str]]:
-    """What would stop the daemon (errors) or surprise an admin (warnings)."""
-    from wodmail import hooks
-    from wodmail.errors import ConfigurationError
-
+    """What the variables and the relay settings would break (errors) or surprise an admin
+    with (warnings); `configcheck` checks the rest of the world."""
     errors: list[str] = []
     warnings: list[str] = []
     try:
@@ -342,29 +340,7 @@ def check(config: Config) -> tuple[list[str], list[str]]:
     warnings.extend(_shadowed_vars(config))
     if config.wod_installation is not None:
         warnings.extend(config.wod_installation.check())
-    try:
-        hooks.Hooks.from_config(config)
-    except ConfigurationError as exc:
-        errors.append(str(exc))
-    else:
-        warnings.extend(hooks.check(config))
-    trees = [config.notebooks.public, config.notebooks.private]
-    if all(tree is None for tree in trees):
-        warnings.append("no notebooks folder configured: workshop names are not checked")
-    for tree in trees:
-        if tree is not None and not tree.is_dir():
-            errors.append(f"notebooks folder {tree} does not exist")
-    if not config.students_dir.is_dir():
-        warnings.append(f"students_dir {config.students_dir} does not exist")
-    try:
-        if not config.senders(load_base_variables(config)):
-            warnings.append("allowed_senders is empty: orders from any sender are accepted")
-    except WodmailError:
-        pass  # already reported above
     warnings.extend(_relay_warnings(config))
-    for name, section in (("portal", config.portal.url), ("hub", config.hub.url)):
-        if not section:
-            warnings.append(f"{name}.url is not set: its callbacks are skipped")
     return errors, warnings
 
 

@@ -1,0 +1,346 @@
+"""`wodmail check-config`: the config checked against the world it points at.
+
+Each check is one line, `ok`, `warn` or `FAIL`, naming what was checked, what was found and
+where the value came from (the config file, the installation, or the default). Nothing is
+changed: the portal is only logged in to, the hub only asked who the token is, the port
+only bound and released, folders and accounts only read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from wodmail.accounts import UserDb
+from wodmail.config import Config, provenance
+from wodmail.errors import WodmailError
+
+Status = Literal["ok", "warn", "FAIL"]
+PEER_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Check:
+    status: Status
+    what: str
+    detail: str
+    origin: str | None = None
+
+    def line(self) -> str:
+        where = f"  [{self.origin}]" if self.origin else ""
+        return f"{self.status:<4}  {self.what}: {self.detail}{where}"
+
+
+class _Checks:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.origins = provenance(config)
+        self.found: list[Check] = []
+
+    def add(self, status: Status, what: str, detail: str, key: str | None = None) -> None:
+        self.found.append(Check(status, what, detail, self.origins.get(key) if key else None))
+
+
+def run_checks(config: Config) -> list[Check]:
+    """Every check, in a stable order."""
+    checks = _Checks(config)
+    for step in STEPS:
+        try:
+            step(checks)
+        except Exception as exc:  # a check that breaks is a failure, not a traceback
+            checks.add("FAIL", step.__name__.strip("_").replace("_", " "),
+                       f"the check itself failed: {type(exc).__name__}: {exc}")
+    return checks.found
+
+
+# -- URLs and peers --------------------------------------------------------------------------
+
+
+def _url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return f"{url!r} has no http:// or https:// scheme"
+    if not parts.hostname:
+        return f"{url!r} has no host"
+    return None
+
+
+def _urls(checks: _Checks) -> None:
+    for name, url in (("portal.url", checks.config.portal.url),
+                      ("hub.url", checks.config.hub.url)):
+        if not url:
+            checks.add("warn", name, "not set: these callbacks are skipped", name)
+            continue
+        problem = _url_problem(url)
+        checks.add("FAIL" if problem else "ok", name, problem or url, name)
+
+
+def _portal_login(checks: _Checks) -> None:
+    portal = checks.config.portal
+    if not portal.url or _url_problem(portal.url):
+        return
+    from wodmail.portal import PortalClient
+
+    async def login() -> None:
+        client = PortalClient(portal.url or "", portal.user, portal.password,
+                              timeout=min(portal.timeout_seconds, PEER_TIMEOUT_SECONDS),
+                              token_ttl=portal.token_ttl_seconds)
+        async with client:
+            await client.access_token()
+
+    try:
+        asyncio.run(login())
+    except WodmailError as exc:
+        checks.add("FAIL", "portal login", f"as {portal.user}: {exc}", "portal.user")
+    else:
+        checks.add("ok", "portal login", f"as {portal.user} accepted by {portal.url}",
+                   "portal.user")
+
+
+def _hub_token(checks: _Checks) -> None:
+    hub = checks.config.hub
+    if not hub.url or _url_problem(hub.url):
+        return
+    from wodmail.hub import HubClient
+
+    async def identify() -> None:
+        client = HubClient(hub.url or "", hub.token,
+                           timeout=min(hub.timeout_seconds, PEER_TIMEOUT_SECONDS))
+        async with client:
+            await client.check_token()
+
+    try:
+        asyncio.run(identify())
+    except WodmailError as exc:
+        checks.add("FAIL", "hub token", str(exc), "hub.token")
+    else:
+        checks.add("ok", "hub token", "accepted, may start, stop and read servers", "hub.token")
+
+
+# -- accounts, folders, homes ------------------------------------------------------------------
+
+
+def _users(checks: _Checks) -> None:
+    config = checks.config
+    users = UserDb(config.accounts.root)
+    named = [("accounts.admin_user", config.accounts.admin_user)]
+    if config.scripts.run_as:
+        named.append(("scripts.run_as", config.scripts.run_as))
+    for key, name in named:
+        if not name:
+            checks.add("warn", key, "not set: no admin ACLs on deployed workshops", key)
+            continue
+        try:
+            entry = users.user(name)
+            group = _group_name(users, entry.gid)
+        except WodmailError as exc:
+            checks.add("FAIL", key, str(exc), key)
+            continue
+        checks.add("ok", key, f"{name} (uid {entry.uid}, group {group})", key)
+    missing = [n for n in _range(config) if not _has_user(users, f"student{n}")]
+    what = f"student users {config.students.min}..{config.students.max}"
+    if missing:
+        checks.add("FAIL", what, f"missing in {users.passwd_file}: {_compact(missing)}",
+                   "students.max")
+    else:
+        checks.add("ok", what, f"all in {users.passwd_file}", "students.max")
+
+
+def _group_name(users: UserDb, gid: int) -> str:
+    for line in users.group_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[2] == str(gid):
+            return fields[0]
+    raise WodmailError(f"its group {gid} is not in {users.group_file}")
+
+
+def _has_user(users: UserDb, name: str) -> bool:
+    try:
+        users.user(name)
+    except WodmailError:
+        return False
+    return True
+
+
+def _range(config: Config) -> range:
+    return range(config.students.min, config.students.max + 1)
+
+
+def _compact(numbers: list[int]) -> str:
+    """[3, 7, 8, 9] -> '3, 7-9'."""
+    spans: list[str] = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        spans.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ", ".join(spans)
+
+
+def _folders(checks: _Checks) -> None:
+    config = checks.config
+    named: list[tuple[str, Path | None, bool]] = [
+        ("notebooks.public", config.notebooks.public, True),
+        ("notebooks.private", config.notebooks.private, True),
+        ("notebooks.public_vars", config.notebooks.public_vars, False),
+        ("notebooks.private_vars", config.notebooks.private_vars, False),
+        ("scripts.public", config.scripts.public, False),
+        ("scripts.private", config.scripts.private, False),
+        ("handlers.private", config.handlers.private, False),
+        ("students_dir", config.students_dir, True),
+        ("accounts.root", config.accounts.root, True),
+    ]
+    named += [(f"accounts.skel[{i}]", path, True) for i, path in enumerate(config.accounts.skel)]
+    if all(path is None for _, path, _ in named[:2]):
+        checks.add("warn", "notebooks", "no notebooks folder: workshop names are not checked",
+                   "notebooks.public")
+    for key, path, needed in named:
+        if path is None:
+            continue
+        if path.is_dir():
+            checks.add("ok", key, str(path), key)
+        else:
+            checks.add("FAIL" if needed else "warn", key, f"{path} is not a folder", key)
+    _state_dir(checks)
+
+
+def _state_dir(checks: _Checks) -> None:
+    state = checks.config.state_dir
+    existing = next((p for p in (state, *state.parents) if p.exists()), None)
+    if existing is not None and existing.is_dir() and _writable(existing):
+        detail = str(state) if existing == state else f"{state} (will be made in {existing})"
+        checks.add("ok", "state_dir", detail, "state_dir")
+    else:
+        checks.add("FAIL", "state_dir", f"{state} cannot be written by this user", "state_dir")
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def _homes(checks: _Checks) -> None:
+    config = checks.config
+    missing = [n for n in _range(config) if not (config.students_dir / f"student{n}").is_dir()]
+    what = f"homes student{config.students.min}..student{config.students.max}"
+    if not config.students_dir.is_dir():
+        return  # reported with the folders
+    if missing:
+        checks.add("FAIL", what, f"missing in {config.students_dir}: student{_compact(missing)}",
+                   "students_dir")
+    else:
+        checks.add("ok", what, f"all in {config.students_dir}", "students_dir")
+
+
+# -- tools, hooks, port, senders ---------------------------------------------------------------
+
+
+def _tools(checks: _Checks) -> None:
+    from wodmail.accounts import _find_tool
+
+    config = checks.config
+    needed = []
+    if config.accounts.linux_passwords:
+        needed.append(("chpasswd", "accounts.linux_passwords"))
+    if config.accounts.admin_user:
+        needed.append(("setfacl", "accounts.admin_user"))
+    for tool, key in needed:
+        found = _find_tool(tool)
+        if found:
+            checks.add("ok", f"tool {tool}", found, key)
+        else:
+            checks.add("FAIL", f"tool {tool}", "not found (apt-get install "
+                       f"{'passwd' if tool == 'chpasswd' else 'acl'})", key)
+
+
+def _hooks(checks: _Checks) -> None:
+    from wodmail import hooks
+    from wodmail.errors import ConfigurationError
+
+    try:
+        hooks.Hooks.from_config(checks.config)
+    except ConfigurationError as exc:
+        checks.add("FAIL", "hooks", str(exc), "scripts.public")
+        return
+    problems = hooks.check(checks.config)
+    for problem in problems:
+        checks.add("warn", "hooks", problem, "scripts.public")
+    if not problems:
+        checks.add("ok", "hooks", "every hook script found is executable", "scripts.public")
+
+
+def _port(checks: _Checks) -> None:
+    listen = checks.config.listen
+    where = f"{listen.host}:{listen.port}"
+    if listen.port == 0:
+        checks.add("ok", "listen", f"{listen.host}: any free port", "listen.port")
+        return
+    try:
+        with socket.create_server((listen.host, listen.port), reuse_port=False):
+            pass
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            checks.add("FAIL", "listen", f"{where}: {exc.strerror or exc}", "listen.port")
+            return
+        greeting = _greeting(listen.host, listen.port)
+        if "wodmail" in greeting:
+            checks.add("ok", "listen", f"{where} is held by a running wodmail", "listen.port")
+        else:
+            shown = greeting or "no SMTP greeting"
+            checks.add("FAIL", "listen", f"{where} is taken by another program ({shown}): "
+                       "move Postfix (or it) off that port", "listen.port")
+        return
+    checks.add("ok", "listen", f"{where} is free", "listen.port")
+
+
+def _greeting(host: str, port: int) -> str:
+    try:
+        with socket.create_connection((host, port), timeout=3) as sock:
+            return sock.recv(200).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _senders(checks: _Checks) -> None:
+    from wodmail.backend import load_base_variables
+
+    config = checks.config
+    try:
+        senders = config.senders(load_base_variables(config))
+    except WodmailError:
+        return  # the variables' own failure is reported by `_others`
+    if "allowed_senders" in config.model_fields_set or checks.origins.get(
+            "allowed_senders", "default") != "default":
+        source = "allowed_senders"
+    else:
+        source = "WODSENDER" if senders else "nothing"
+    status: Status = "ok" if senders else "warn"
+    shown = ", ".join(senders) if senders else "[] (orders from any sender are accepted)"
+    checks.add(status, "allowed_senders in force", f"{shown} (from {source})",
+               "allowed_senders")
+
+
+def _others(checks: _Checks) -> None:
+    """What `service.check` finds beyond the above (variables, relay, shadowed vars)."""
+    from wodmail.service import check
+
+    errors, warnings = check(checks.config)
+    for error in errors:
+        checks.add("FAIL", "config", error)
+    for warning in warnings:
+        checks.add("warn", "config", warning)
+
+
+STEPS: tuple[Callable[[_Checks], None], ...] = (
+    _urls, _portal_login, _hub_token, _users, _folders, _homes, _tools, _hooks, _port,
+    _senders, _others,
+)
