@@ -182,6 +182,9 @@ async def test_prune_deletes_old_finished_orders_and_caps_refusals_per_peer(
     with sqlite3.connect(config.journal_path()) as conn:
         conn.execute("UPDATE orders SET finished_at = finished_at - 40 * 86400,"
                      " received_at = received_at - 40 * 86400 WHERE id IN (?, ?)", (done, other))
+        for job in (done, recent):
+            conn.execute("INSERT INTO steps (job_id, name, state) VALUES (?, 'deploy', 'done')",
+                         (job,))
     path = tmp_path / "wodmail.yml"
     path.write_text(yaml.safe_dump({"state_dir": str(config.state_dir),
                                     "max_refusals_per_peer": 2}))
@@ -191,6 +194,8 @@ async def test_prune_deletes_old_finished_orders_and_caps_refusals_per_peer(
         "1 refusals over the 2 kept per client deleted\n")
     left = sorted(job.id for job in JournalReader(config.journal_path()).list_jobs())
     assert left == sorted([queued, recent, *refused[3:]])
+    with sqlite3.connect(config.journal_path()) as conn:
+        assert conn.execute("SELECT job_id FROM steps").fetchall() == [(recent,)]
     with pytest.raises(SystemExit) as usage:
         cli.main(["prune", "--older-than", "-1", "--config", str(path)])
     assert usage.value.code == 2

@@ -96,6 +96,8 @@ def prune(conn: sqlite3.Connection, before: float, refusals_per_peer: int) -> Pr
     conn.execute(
         f"DELETE FROM orders WHERE state IN ({marks}) AND finished_at < ?", (*FINISHED, before)
     )
+    # The steps recorded for the orders deleted go with them (resume state of done orders).
+    conn.execute("DELETE FROM steps WHERE job_id NOT IN (SELECT id FROM orders)")
     if refusals_per_peer > 0:
         peers = conn.execute(
             "SELECT peer FROM orders WHERE state = 'rejected' GROUP BY peer HAVING COUNT(*) > ?",
