@@ -244,7 +244,7 @@ class Backend:
     def renderer(
         self, workshop: Workshop, student: int, password: str | None
     ) -> Renderer:
-        """The template variables of a CREATE for `student`, layered as LIFECYCLE.md says."""
+        """The template variables of a CREATE for `student`, layered as copy_folder.yml saw them."""
         exposed = password if (workshop.record.ldap or workshop.record.varpass) else None
         notebooks = self.config.notebooks
         installation = self.config.wod_installation

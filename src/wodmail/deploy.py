@@ -1,6 +1,8 @@
 """Deploying a workshop's notebooks into a student's home, atomically.
 
-LIFECYCLE.md, "Deploying the notebooks". The workshop folder is rendered aside, in a
+What the old backend's copy_folder.yml did.
+
+The workshop folder is rendered aside, in a
 staging folder inside HOME (same file system), and moved into place with one rename only
 once every file rendered: a bad template leaves HOME exactly as it was. Then the
 JupyterLab workspace file that opens `WS/0-ReadMeFirst.ipynb` is written.

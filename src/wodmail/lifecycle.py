@@ -1,4 +1,4 @@
-"""The four verbs (LIFECYCLE.md) as plain sequences of named steps over the backend's ports.
+"""The four verbs, as the old procmail API ran them, as named steps over the backend's ports.
 
 Resume, not redo: an order interrupted (a crash, a SIGKILL, a failed step retried later) runs
 again through its verb, but each step whose effect a participant or a peer can see is run

@@ -3,8 +3,9 @@
 This module is pure: it reads nothing and writes nothing. The only outside knowledge it
 needs (does this workshop exist?) comes in as a callable in `OrderRules`.
 
-The contract is /work/shared/spec/ORDERS.md. In short, the subject carries the verb and the
-ids, the body's first non-empty line carries the workshop::
+What the real clients send (the portal, the old netcat test tool, ordinary mail software),
+in short: the subject carries the verb and the ids, the body's first non-empty line
+carries the workshop::
 
     Subject: CREATE 401 825 jane@example.com      portal CREATE (e-mail informational)
     Subject: CLEANUP 401 825                      portal CLEANUP / RESET / PURGE

@@ -13,7 +13,7 @@ complete transaction to an aiosmtpd-style handler (`handle_DATA`, and optionally
 Where it deviates from stock aiosmtpd 1.4.6 (each override says why, citing the client):
 bare-LF DATA lines and terminator, MAIL without HELO, PIPELINING advertised, and above all
 end of input: every complete transaction a client sent before hanging up is processed,
-although nobody is left to read the replies (ORDERS.md, "How the clients talk").
+although nobody is left to read the replies (the portal hangs up on the greeting).
 """
 
 from __future__ import annotations

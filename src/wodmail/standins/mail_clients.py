@@ -1,4 +1,4 @@
-"""The real order senders of ORDERS.md, byte for byte, for tests, benchmarks and the demo."""
+"""The real order senders (portal, netcat tool, mail software), byte for byte, for tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A stand-in for the portal's API-DB, honouring CONTRACTS.md over real HTTP on loopback.
+"""A stand-in for the portal's API-DB, honouring the API-DB's contract over real HTTP on loopback.
 
 It keeps the unpleasant parts of the real service: tokens that expire `token_ttl` seconds
 after login, 403/401 bodies that differ by cause, 400s whose body is plain text for a
