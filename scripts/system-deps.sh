@@ -11,6 +11,8 @@ command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapadd >/dev/null || need+=(ldap-utils)
 command -v shc >/dev/null || need+=(shc)
 command -v openssl >/dev/null || need+=(openssl)
+# The status page is tested in a real headless browser.
+command -v chromium >/dev/null || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "system-deps: missing ${need[*]} and cannot install (not root or no apt-get); tests needing them will skip" >&2

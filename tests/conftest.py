@@ -31,6 +31,7 @@ def make_config(tmp_path: Path, notebooks: Path) -> Callable[..., Config]:
     def make(**overrides: Any) -> Config:
         data: dict[str, Any] = {
             "listen": {"host": "127.0.0.1", "port": 0},
+            "status": {"listen": None},
             "state_dir": str(tmp_path / "state"),
             "notebooks": {"public": str(notebooks)},
         }

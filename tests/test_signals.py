@@ -32,6 +32,7 @@ WS = "WKSHP-API101"
 def _config(tmp_path: Path, notebooks: Path, **extra: Any) -> dict[str, Any]:
     return {
         "listen": {"host": "127.0.0.1", "port": 0},
+        "status": {"listen": None},
         "state_dir": str(tmp_path / "state"),
         "students_dir": str(tmp_path / "students"),
         "notebooks": {"public": str(notebooks)},

@@ -14,6 +14,7 @@ from typing import Any, Self
 import httpx
 import structlog
 
+from wodmail import metrics
 from wodmail.errors import PeerUnavailable
 
 log = structlog.get_logger(__name__)
@@ -36,15 +37,15 @@ async def send(
     try:
         response = await client.request(method, path, headers=headers, json=json_body)
     except httpx.TimeoutException as exc:
-        _log(event, method, path, None, started, error=type(exc).__name__)
+        _log(peer, event, method, path, None, started, error=type(exc).__name__)
         timeout = client.timeout.read
         raise PeerUnavailable(peer, f"{method} {path}: no answer within {timeout} s") from exc
     except httpx.TransportError as exc:
-        _log(event, method, path, None, started, error=type(exc).__name__)
+        _log(peer, event, method, path, None, started, error=type(exc).__name__)
         raise PeerUnavailable(
             peer, f"{method} {path}: cannot reach {client.base_url} ({_reason(exc)})"
         ) from exc
-    _log(event, method, path, response.status_code, started)
+    _log(peer, event, method, path, response.status_code, started)
     return response
 
 
@@ -63,9 +64,17 @@ def describe_body(response: httpx.Response) -> str:
 
 
 def _log(
-    event: str, method: str, path: str, status: int | None, started: float, **extra: Any
+    peer: str,
+    event: str,
+    method: str,
+    path: str,
+    status: int | None,
+    started: float,
+    **extra: Any,
 ) -> None:
-    duration_ms = round((time.monotonic() - started) * 1000, 1)
+    seconds = time.monotonic() - started
+    metrics.peer_call(peer, method, seconds, status=status, error=extra.get("error"))
+    duration_ms = round(seconds * 1000, 1)
     unavailable = status is None or status >= 500
     emit = log.warning if unavailable else log.info
     emit(event, method=method, path=path, status=status, duration_ms=duration_ms, **extra)

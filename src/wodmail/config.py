@@ -187,8 +187,33 @@ class InstallationSettings(_Section):
     wod_yml: Path = DEFAULT_WOD_YML
 
 
+class Status(_Section):
+    # host:port of the status listener (/healthz, /jobs, /metrics, /); null: none.
+    listen: str | None = "127.0.0.1:9925"
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_address(value)
+        return value
+
+    def address(self) -> tuple[str, int] | None:
+        return None if self.listen is None else split_address(self.listen)
+
+
+def split_address(value: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:port`) into its parts; ValueError saying what is wrong."""
+    host, colon, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"not host:port: {value!r}")
+    return host, int(port)
+
+
 class Config(_Section):
     listen: Listen = Field(default_factory=Listen)
+    status: Status = Field(default_factory=Status)
     state_dir: Path = Path("/var/lib/wodmail")
     allowed_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     allowed_senders: list[str] = Field(default_factory=list)

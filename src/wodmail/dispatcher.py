@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from wodmail import metrics
 from wodmail.jobs import Job, JobState
 from wodmail.journal import Journal, JournalClosed, JournalLost, StepRecord, until_recorded
 
@@ -224,14 +225,17 @@ class Dispatcher:
                 result = await self._runner(job, ctx)
             except asyncio.CancelledError:
                 log.warning("order interrupted; it will run again on the next start")
+                metrics.order_finished(job.verb, "interrupted", ctx.started)
                 raise
             except Exception as exc:
                 reason = str(exc) or type(exc).__name__
                 partial = getattr(exc, "result", None) or {}
                 await self._outcome(job, JobState.FAILED, partial, reason)
+                metrics.order_finished(job.verb, "failed", ctx.started)
                 log.error("order failed", reason=reason, seconds=_since(ctx.started))
                 return
             await self._outcome(job, JobState.DONE, result, None)
+            metrics.order_finished(job.verb, "done", ctx.started)
             log.info("order done", seconds=_since(ctx.started))
 
     async def _outcome(
@@ -265,6 +269,14 @@ class Dispatcher:
             await asyncio.Event().wait()
         finally:
             self._slots.release()
+
+    def lane_counts(self) -> dict[str, tuple[int, int]]:
+        """Per lane: (orders doing work, orders waiting)."""
+        counts = {}
+        for key, lane in self._lanes.items():
+            running = sum(1 for job_id in lane if job_id in self._executing)
+            counts[key] = (running, len(lane) - running)
+        return counts
 
     def counts(self) -> tuple[int, int]:
         """(orders doing work, orders waiting for their lane or a slot)."""

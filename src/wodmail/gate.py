@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from wodmail import metrics
 from wodmail.bursts import BurstLog
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -56,9 +57,11 @@ class ConnectionGate:
         host = peer_host(peer)
         if not in_networks(host, self._networks):
             self.refused.add(f"{host}: not in allowed_networks")
+            metrics.refused_kind("network")
             return f"554 5.7.1 client {host} is not in allowed_networks"
         if self.open >= self.max_connections:
             self.refused.add(f"{host}: over listen.max_connections", limit=self.max_connections)
+            metrics.refused_kind("capacity")
             return (
                 f"421 4.7.0 too many connections (listen.max_connections"
                 f" {self.max_connections}), try again later"

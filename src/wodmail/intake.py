@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from wodmail import metrics
 from wodmail.bursts import BurstLog, PeerRate
 from wodmail.config import Config, Notebooks
 from wodmail.executor import Executor
@@ -192,6 +193,7 @@ class IntakeHandler:
         except Exception as exc:
             log.error("journal write failed; order not acknowledged", error=str(exc))
             return "451 4.3.0 could not record the order, please try again"
+        metrics.order_accepted(order.verb.value, acceptance.duplicate)
         if acceptance.duplicate:
             log.info("duplicate order acknowledged", job=acceptance.job_id, peer=arrival.peer)
             return f"250 2.0.0 OK duplicate of job {acceptance.job_id}"
@@ -216,6 +218,7 @@ class IntakeHandler:
         message_id: str | None = None,
         sender: str | None = None,
     ) -> str:
+        metrics.refused(reason)
         peer = arrival.peer or "(unknown)"
         if not self._refusal_rate.take(peer, time.monotonic()):
             # A flood of refused mail: each is still refused, but not written down one by

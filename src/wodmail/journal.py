@@ -586,6 +586,13 @@ class Journal(JournalReader):
 
         await self._write(close)
 
+    async def probe(self) -> None:
+        """One real commit that changes no record (the header's user_version, rewritten as it
+        is): proves the journal takes writes (for the health check)."""
+        await self._write(
+            lambda conn: conn.execute(f"PRAGMA user_version = {schema.version(conn)}")
+        )
+
     def alive(self) -> bool:
         """The writer thread is there to commit (it is not whether a commit would succeed)."""
         return not self._closed and self._writer.is_alive()

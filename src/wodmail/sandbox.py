@@ -60,6 +60,7 @@ class Sandbox:
     def config_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "listen": {"host": "127.0.0.1", "port": 0},
+            "status": {"listen": None},  # off unless asked for
             "state_dir": str(self.root / "state"),
             "students": {"min": self.students.start, "max": self.students.stop - 1,
                          "base_id": self.base_id},

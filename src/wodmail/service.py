@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from wodmail import metrics
 from wodmail.backend import load_base_variables
 from wodmail.config import Config, load_config
 from wodmail.dispatcher import Dispatcher, Runner
@@ -22,6 +23,7 @@ from wodmail.loopguard import LoopErrors
 from wodmail.notify import Notifier, watchdog_interval
 from wodmail.relay import OrderMailbox, Relay, default_order_recipients, relay_hostname
 from wodmail.smtp import SessionFactory, create_server_factory
+from wodmail.status import StatusServer
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +32,7 @@ log = structlog.get_logger(__name__)
 SESSION_GRACE_SECONDS = 5.0
 HEARTBEAT_SECONDS = 1.0
 # Settings the running daemon cannot change: a reload keeps the running values.
-RESTART_ONLY = ("listen", "state_dir", "relay")
+RESTART_ONLY = ("listen", "state_dir", "relay", "status")
 
 
 class Daemon:
@@ -52,6 +54,7 @@ class Daemon:
         self.last_beat = time.monotonic()  # when the event loop last ran the heartbeat
         self.gate: ConnectionGate | None = None
         self._loop_errors = LoopErrors()
+        self.status: StatusServer | None = None
 
     @property
     def port(self) -> int:
@@ -135,7 +138,41 @@ class Daemon:
             journal=str(config.journal_path()),
         )
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        await self._start_status()
         self.notifier.ready(self.status_text())
+
+    async def _start_status(self) -> None:
+        address = self.config.status.address()
+        if address is None:
+            return
+        assert self.journal is not None
+        self.status = StatusServer(self, self.journal, *address)
+        try:
+            await self.status.start()
+        except OSError as exc:
+            # Orders matter more than their dashboard: wodmail runs on without it.
+            self.status = None
+            log.error("status listener not started; orders are taken all the same",
+                      listen=self.config.status.listen, error=exc.strerror or str(exc))
+        metrics.watch(self)
+
+    # -- what the status listener and /metrics read ----------------------------------------
+
+    async def probe_journal(self) -> None:
+        if self.journal is None:
+            raise WodmailError("the journal is not open")
+        await self.journal.probe()
+
+    def lanes(self) -> dict[str, tuple[int, int]]:
+        return self.dispatcher.lane_counts() if self.dispatcher is not None else {}
+
+    def open_sessions(self) -> int:
+        return self._sessions.live() if self._sessions is not None else 0
+
+    def key_pool_size(self) -> int | None:
+        backend = getattr(self._runner, "backend", None)
+        keys = getattr(backend, "keys", None)
+        return None if keys is None else len(keys)
 
     def wake_queue(self) -> None:
         """Look for orders queued by `wodmail retry` now (SIGUSR1), not at the next poll."""
@@ -237,6 +274,10 @@ class Daemon:
         if self.dispatcher is not None:
             running, _waiting = self.dispatcher.counts()
             self.notifier.stopping(f"stopping: {running} orders get up to {grace:g} s")
+        metrics.unwatch(self)
+        if self.status is not None:
+            await self.status.stop()
+            self.status = None
         for task in (self._heartbeat, self._queue_watch):
             if task is not None:
                 task.cancel()

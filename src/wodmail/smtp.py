@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
+from wodmail import metrics
 from wodmail.gate import ConnectionGate
 
 log = structlog.get_logger(__name__)
@@ -487,6 +488,7 @@ class SessionFactory:
     def __call__(self) -> OrderSMTP:
         session = OrderSMTP(self._handler, loop=asyncio.get_running_loop(), **self._session_options)
         self._sessions.add(session)
+        metrics.session_opened()
         return session
 
     def update(self, **session_options: Any) -> None:

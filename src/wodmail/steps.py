@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from wodmail import metrics
 from wodmail.dispatcher import JobContext
 from wodmail.errors import TransientError, WodmailError
 from wodmail.journal import StepRecord
@@ -147,6 +148,8 @@ class Steps:
             if output:
                 record["output"] = output
         log.info("step", step=record["name"], status=record["status"], ms=record["ms"])
+        metrics.step_finished(self._ctx.job.verb, record["name"], record["status"],
+                              record["ms"] / 1000)
 
     async def save(self) -> None:
         await self._ctx.save_progress(self.result)
