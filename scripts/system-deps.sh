@@ -13,6 +13,8 @@ command -v shc >/dev/null || need+=(shc)
 command -v openssl >/dev/null || need+=(openssl)
 # The status page is tested in a real headless browser.
 command -v chromium >/dev/null || need+=(chromium)
+# systemd-analyze checks the shipped units (nothing is started: a container is not harmed).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "system-deps: missing ${need[*]} and cannot install (not root or no apt-get); tests needing them will skip" >&2

@@ -51,19 +51,28 @@ class NotifySocket:
 class Served:
     """`wodmail serve --config FILE` with NOTIFY_SOCKET set; `port` is read from READY's STATUS."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any], **env: str) -> None:
+    def __init__(
+        self, tmp: Path, config: dict[str, Any], *, inherit: socket.socket | None = None,
+        **env: str,
+    ) -> None:
+        """`inherit`: a listening socket handed over as systemd's socket activation does
+        (descriptor 3, LISTEN_FDS=1, LISTEN_PID of the daemon)."""
         self.config_path = tmp / "wodmail.yml"
         self.write_config(config)
         self.log_path = tmp / "serve.log"
         self.notify = NotifySocket(tmp / f"notify-{len(list(tmp.glob('notify-*')))}.sock")
         environ = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), **env}
         environ.pop("WATCHDOG_PID", None)
+        argv = [sys.executable, "-m", "wodmail.cli", "serve", "--config", str(self.config_path)]
+        passed: tuple[int, ...] = ()
+        if inherit is not None:
+            passed = (inherit.fileno(),)
+            environ["WODMAIL_TEST_FD"] = str(inherit.fileno())
+            argv = ["sh", "-c", 'exec 3<&"$WODMAIL_TEST_FD"; export LISTEN_PID=$$ LISTEN_FDS=1; '
+                    'exec "$@"', "sh", *argv]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "wodmail.cli", "serve", "--config", str(self.config_path)],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=environ,
+                argv, stdout=subprocess.DEVNULL, stderr=log, env=environ, pass_fds=passed
             )
         self.port = 0
 

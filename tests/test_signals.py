@@ -24,7 +24,7 @@ from served import Served
 from wodmail.jobs import JobState
 from wodmail.journal import JournalReader
 from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
-from wodmail.standins.mail_clients import send_smtplib
+from wodmail.standins.mail_clients import netcat_bytes, send_smtplib
 
 WS = "WKSHP-API101"
 
@@ -44,7 +44,7 @@ def _config(tmp_path: Path, notebooks: Path, **extra: Any) -> dict[str, Any]:
 def serve(tmp_path: Path) -> Iterator[Any]:
     started: list[Served] = []
 
-    def start(config: dict[str, Any], **env: str) -> Served:
+    def start(config: dict[str, Any], **env: Any) -> Served:
         served = Served(tmp_path, config, **env)
         started.append(served)
         return served
@@ -196,3 +196,33 @@ def test_sigterm_during_a_burst_exits_within_the_grace_and_loses_nothing(
         assert job.state is JobState.DONE, (job.reason, again.log()[-3000:])
     again.signal(signal.SIGTERM)
     assert again.wait_exit() == 0
+
+
+def test_socket_activation_serves_a_connection_made_before_wodmail_started(
+    tmp_path, notebooks, serve
+):
+    # The test holds the port as systemd's wodmail.socket would: a client connects and sends
+    # its order while no wodmail runs at all (as during a restart).
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port), timeout=60)
+        client.sendall(netcat_bytes("CREATE 1 1 p1@example.com", WS))
+        served = serve(_config(tmp_path, notebooks), inherit=listener)
+        served.wait_ready()
+        assert served.port == port  # listen.port (0) is not used: the inherited socket is
+        replies = b""
+        while chunk := client.recv(4096):
+            replies += chunk
+        client.close()
+        assert b"250 2.0.0 OK job 1" in replies
+        served.signal(signal.SIGTERM)
+        assert served.wait_exit() == 0
+        # The socket outlives the daemon: the next start takes it over again.
+        again = serve(_config(tmp_path, notebooks), inherit=listener)
+        again.wait_ready()
+        code, reply = send_smtplib("127.0.0.1", port, "CREATE 2 2 p2@example.com", WS)
+        assert code == 250
+        again.signal(signal.SIGTERM)
+        assert again.wait_exit() == 0
+    events = [event for event in _events(again) if event["event"] == "wodmail listening"]
+    assert events[-1]["inherited"] is True

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from wodmail import metrics
+from wodmail.activation import inherited_sockets
 from wodmail.backend import load_base_variables
 from wodmail.config import Config, load_config
 from wodmail.dispatcher import Dispatcher, Runner
@@ -55,12 +56,19 @@ class Daemon:
         self.gate: ConnectionGate | None = None
         self._loop_errors = LoopErrors()
         self.status: StatusServer | None = None
+        self._inherited = False  # the SMTP socket came from systemd (socket activation)
 
     @property
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("not started")
         return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def host(self) -> str:
+        if self._server is None:
+            raise RuntimeError("not started")
+        return str(self._server.sockets[0].getsockname()[0])
 
     @property
     def accepting(self) -> bool:
@@ -119,9 +127,7 @@ class Daemon:
             self._handler, data_size_limit=config.max_message_bytes, gate=self.gate
         )
         try:
-            self._server = await asyncio.get_running_loop().create_server(
-                self._sessions, config.listen.host, config.listen.port
-            )
+            self._server = await self._listen()
         except OSError as exc:
             await self.stop(grace=0)
             raise WodmailError(
@@ -133,13 +139,29 @@ class Daemon:
         warn_if_too_few_files(config.listen.max_connections)
         log.info(
             "wodmail listening",
-            host=config.listen.host,
+            host=self.host,
             port=self.port,
             journal=str(config.journal_path()),
+            inherited=self._inherited,
         )
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         await self._start_status()
         self.notifier.ready(self.status_text())
+
+    async def _listen(self) -> asyncio.base_events.Server:
+        """The SMTP listener: the socket systemd passed (wodmail.socket), else listen.*."""
+        loop = asyncio.get_running_loop()
+        assert self._sessions is not None
+        inherited = inherited_sockets()
+        if inherited:
+            self._inherited = True
+            if len(inherited) > 1:
+                log.warning("several sockets passed; only the first one is used",
+                            count=len(inherited))
+            return await loop.create_server(self._sessions, sock=inherited[0])
+        return await loop.create_server(
+            self._sessions, self.config.listen.host, self.config.listen.port
+        )
 
     async def _start_status(self) -> None:
         address = self.config.status.address()
@@ -205,7 +227,7 @@ class Daemon:
             return "starting"
         running, waiting = self.dispatcher.counts()
         return (
-            f"listening on {self.config.listen.host}:{self.port}; "
+            f"listening on {self.host}:{self.port}; "
             f"{running} orders running, {waiting} waiting"
         )
 
