@@ -376,11 +376,15 @@ async def serve_forever(config: Config, runner: Runner) -> None:
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    def on_wake() -> None:
+        log.info("signal received: looking for queued orders", signal="SIGUSR1")
+        daemon.wake_queue()
+
     # Installed before READY=1: a reload or stop right after it must find them.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_stop, signum)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
-    loop.add_signal_handler(signal.SIGUSR1, daemon.wake_queue)
+    loop.add_signal_handler(signal.SIGUSR1, on_wake)
     await daemon.start()
     try:
         await stop.wait()
