@@ -14,6 +14,13 @@ from typing import Any
 
 import yaml
 
+# What systemd does for a socket unit: the socket as descriptor 3, LISTEN_PID the daemon's
+# own pid (exec keeps it).
+_ACTIVATE = (
+    "import os, sys; os.dup2(int(os.environ['WODMAIL_TEST_FD']), 3); "
+    "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 # Generous: a loaded 2-core machine can take seconds to start Python; nothing here is timed.
 LIMIT = 60.0
 
@@ -68,8 +75,7 @@ class Served:
         if inherit is not None:
             passed = (inherit.fileno(),)
             environ["WODMAIL_TEST_FD"] = str(inherit.fileno())
-            argv = ["sh", "-c", 'exec 3<&"$WODMAIL_TEST_FD"; export LISTEN_PID=$$ LISTEN_FDS=1; '
-                    'exec "$@"', "sh", *argv]
+            argv = [sys.executable, "-c", _ACTIVATE, *argv]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 argv, stdout=subprocess.DEVNULL, stderr=log, env=environ, pass_fds=passed
