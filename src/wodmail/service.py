@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import signal
 import sqlite3
@@ -319,7 +320,10 @@ class Daemon:
             if left:
                 log.warning("SMTP sessions still open at shutdown", count=left)
         if server is not None:
-            await server.wait_closed()
+            # Python >= 3.12 waits here for every connection: sessions left past their grace
+            # must not hold up the stop.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), SESSION_GRACE_SECONDS)
         # At the same time, so that the whole stop stays within one grace.
         stopping = [part.stop(grace) for part in (self.relay, self.dispatcher) if part is not None]
         await asyncio.gather(*stopping)
