@@ -39,6 +39,11 @@ class LoopErrors:
         if isinstance(error, OSError) and error.errno in _RESOURCE_ERRNOS:
             self.accept_failures.add(errno.errorcode.get(error.errno or 0, str(error.errno)))
             return
+        if isinstance(error, ValueError) and "_start_serving" in str(context.get("message")):
+            # After EMFILE, asyncio (3.11) schedules an accept retry per backlog slot; those
+            # that fire once the server has closed find its socket gone: nothing to report.
+            log.debug("accept retry after the server closed", error=str(error))
+            return
         log.error(
             "asyncio reported an error",
             message=context.get("message"),
