@@ -10,9 +10,7 @@ import json
 import os
 import shutil
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from ldap3 import Connection, Server
@@ -20,32 +18,13 @@ from ldap3 import Connection, Server
 from e2e import Backend2E, hub_calls, listing, portal_writes, shadow_matches
 from slapd_fixture import Slapd, slapd_server  # noqa: F401  (the `slapd` fixture)
 from wodmail.jobs import JobState
-from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
+from wodmail.sandbox import SAMPLE_WORKSHOP, make_sandbox
 
-BASE = 100
+BASE = 100  # e2e.py's sandbox: students 1..10, BASESTDID 100
+pytest_plugins = ["e2e"]  # the `sandbox` and `backend` fixtures
 WS = SAMPLE_WORKSHOP
 needs_root = pytest.mark.skipif(os.getuid() != 0, reason="chpasswd -R and chown need root")
 
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
-    box = make_sandbox(tmp_path / "sandbox", students=range(1, 11), base_id=BASE)
-    yield box
-    box.close()
-
-
-@pytest.fixture
-async def backend(sandbox: Sandbox) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Backend2E] = []
-
-    async def start(**overrides: Any) -> Backend2E:
-        running = await Backend2E(sandbox, sandbox.config(**overrides)).start()
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        await running.stop()
 
 
 def api(path: str) -> str:

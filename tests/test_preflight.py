@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import pytest
 from e2e import Backend2E, hub_calls, portal_writes
 from wodmail.jobs import JobState
 from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
+
+pytest_plugins = ["e2e"]  # the `backend` fixture, over this module's own `sandbox`
 
 WS = SAMPLE_WORKSHOP
 needs_root = pytest.mark.skipif(os.getuid() != 0, reason="chown to root and back needs root")
@@ -28,20 +30,6 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
                        workshop_fields={"compile": None})
     yield box
     box.close()
-
-
-@pytest.fixture
-async def backend(sandbox: Sandbox) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Backend2E] = []
-
-    async def start(**overrides: Any) -> Backend2E:
-        running = await Backend2E(sandbox, sandbox.config(**overrides)).start()
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        await running.stop()
 
 
 def step_names(job: Any) -> list[str]:
