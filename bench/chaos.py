@@ -49,11 +49,11 @@ from typing import Any
 import yaml
 from _cli import positive  # bench/ is on sys.path when a script runs (tests put it there)
 
-from wodmail.jobs import JobState
-from wodmail.journal import JournalReader
-from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
-from wodmail.standins._base import StandinRequest
-from wodmail.standins.mail_clients import send_smtplib
+from wodmail.dev.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
+from wodmail.dev.standins._base import StandinRequest
+from wodmail.dev.standins.mail_clients import send_smtplib
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import JournalReader
 
 WS = SAMPLE_WORKSHOP
 BASE_ID = 100

@@ -114,7 +114,7 @@ StopServer = Callable[[], Awaitable[None]]
 
 
 async def start_wodmail(state_dir: Path) -> tuple[int, StopServer]:
-    from wodmail.dispatcher import noop_runner
+    from wodmail.dispatch.dispatcher import noop_runner
     from wodmail.service import Daemon
 
     config = wodmail_config(state_dir)
@@ -261,7 +261,7 @@ async def crlf_client(port: int, indexes: Iterator[int]) -> int:
 
 
 async def portal_client(port: int, indexes: Iterator[int]) -> int:
-    from wodmail.standins.mail_clients import send_portal_style_async
+    from wodmail.dev.standins.mail_clients import send_portal_style_async
 
     sent = 0
     for index in indexes:
@@ -324,8 +324,8 @@ def journal_rows(path: Path) -> Callable[[], int]:
 
 def accepted_orders(path: Path) -> int:
     """Distinct accepted orders in the journal, read the way `wodmail jobs` reads it."""
-    from wodmail.jobs import JobState
-    from wodmail.journal import JournalReader
+    from wodmail.journal.jobs import JobState
+    from wodmail.journal.store import JournalReader
 
     jobs = JournalReader(path).list_jobs()
     return len({job.customer for job in jobs if job.state is not JobState.REJECTED})

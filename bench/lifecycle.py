@@ -57,10 +57,10 @@ from typing import Any, TextIO
 import yaml
 from _cli import positive  # bench/ is on sys.path when a script runs
 
-from wodmail.jobs import Job, JobState
-from wodmail.journal import JournalReader
-from wodmail.sandbox import Sandbox, make_sandbox
-from wodmail.standins.mail_clients import send_portal_style_async
+from wodmail.dev.sandbox import Sandbox, make_sandbox
+from wodmail.dev.standins.mail_clients import send_portal_style_async
+from wodmail.journal.jobs import Job, JobState
+from wodmail.journal.store import JournalReader
 
 HOST = "127.0.0.1"
 WORKSHOP = "WKSHP-Bench101"
@@ -236,9 +236,9 @@ def measure_deploy(sandbox: Sandbox, runs: int) -> DeployFigures:
     Each deploy gets a new Renderer (the lifecycle builds one per CREATE), built outside
     the timed part. The compiled templates are cached process-wide after the first deploy.
     """
-    from wodmail.backend import Backend
-    from wodmail.deploy import deploy_workshop
-    from wodmail.workshop import resolve_workshop
+    from wodmail.host.deploy import deploy_workshop
+    from wodmail.lifecycle.backend import Backend
+    from wodmail.lifecycle.workshop import resolve_workshop
 
     config = sandbox.config(portal={"url": None}, hub={"url": None})  # no clients to close
     backend = Backend.from_config(config)
@@ -288,9 +288,9 @@ async def wait_pool_full(backend: Any) -> None:
 
 async def serve(config_path: Path, log_stream: TextIO) -> None:
     """Child: run the daemon; answer `pool` (wait for a full key pool) until `stop` or EOF."""
-    from wodmail.backend import Backend
     from wodmail.config import load_config
-    from wodmail.lifecycle import LifecycleRunner
+    from wodmail.lifecycle.backend import Backend
+    from wodmail.lifecycle.verbs import LifecycleRunner
     from wodmail.logs import configure_logging
     from wodmail.service import Daemon
 

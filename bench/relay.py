@@ -30,8 +30,8 @@ from typing import Any
 import yaml
 from _cli import positive  # bench/ is on sys.path when a script runs
 
-from wodmail.relay import list_outbox
-from wodmail.standins.smarthost import Smarthost, free_port
+from wodmail.dev.standins.smarthost import Smarthost, free_port
+from wodmail.relay.outbox import list_outbox
 
 HOST = "127.0.0.1"
 SECRET = "Bench-Pw-3kq9TzR"

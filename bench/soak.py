@@ -24,11 +24,11 @@ from pathlib import Path
 
 from _cli import positive  # bench/ is on sys.path when a script runs
 
-from wodmail.jobs import JobState
-from wodmail.journal import JournalReader
-from wodmail.sandbox import SAMPLE_WORKSHOP, make_sandbox
-from wodmail.standins.flood import serve
-from wodmail.standins.mail_clients import send_smtplib
+from wodmail.dev.sandbox import SAMPLE_WORKSHOP, make_sandbox
+from wodmail.dev.standins.flood import serve
+from wodmail.dev.standins.mail_clients import send_smtplib
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import JournalReader
 
 STUDENTS = range(1, 21)
 SETTLE_SECONDS = 60.0

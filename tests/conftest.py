@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from wodmail.config import Config, parse_config
-from wodmail.dispatcher import Runner, noop_runner
+from wodmail.dispatch.dispatcher import Runner, noop_runner
 from wodmail.service import Daemon
 
 # e2e.py is also a fixture plugin (`pytest_plugins = ["e2e"]`) imported by test modules.

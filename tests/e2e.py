@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 
 from sha512crypt import sha512_crypt_matches
-from wodmail.backend import Backend
 from wodmail.config import Config
-from wodmail.jobs import Job
-from wodmail.journal import JournalReader
-from wodmail.lifecycle import LifecycleRunner
-from wodmail.sandbox import Sandbox, make_sandbox
+from wodmail.dev.sandbox import Sandbox, make_sandbox
+from wodmail.dev.standins.mail_clients import send_portal_style
+from wodmail.journal.jobs import Job
+from wodmail.journal.store import JournalReader
+from wodmail.lifecycle.backend import Backend
+from wodmail.lifecycle.verbs import LifecycleRunner
 from wodmail.service import Daemon
-from wodmail.standins.mail_clients import send_portal_style
 
 
 class Backend2E:

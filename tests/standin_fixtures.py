@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from wodmail.standins import StandinHub, StandinPortal
+from wodmail.dev.standins import StandinHub, StandinPortal
 
 HUB_TOKEN = "hub-token-for-tests-5f1c9a"
 

@@ -1,4 +1,4 @@
-"""wodmail.accounts on sandbox roots and homes under tmp_path, with the real system tools.
+"""wodmail.host.accounts on sandbox roots and homes under tmp_path, with the real system tools.
 
 Nothing here touches the host's accounts: passwords go to `<tmp>/root/etc/shadow` through
 `chpasswd -R`, homes are temp dirs, and the processes ended belong to a uid no host user
@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from structlog.testing import capture_logs
 
 from sha512crypt import sha512_crypt_matches
-from wodmail import accounts
-from wodmail.accounts import (
-    UserDb,
+from wodmail.errors import AccountError
+from wodmail.host import accounts
+from wodmail.host.accounts import (
     create_ssh_keypair,
     end_processes,
     give_to,
@@ -34,7 +34,7 @@ from wodmail.accounts import (
     set_linux_password,
     wipe_home,
 )
-from wodmail.errors import AccountError
+from wodmail.userdb import UserDb
 
 UIDS = {"student1": 61001, "student2": 61002, "student3": 61003, "wodadmin": 61100}
 ADMIN_UID = UIDS["wodadmin"]

@@ -15,11 +15,11 @@ import yaml
 
 from wodmail import cli
 from wodmail.config import Config
-from wodmail.dispatcher import JobContext
-from wodmail.jobs import Job, JobState
-from wodmail.journal import Arrival, Journal, JournalReader
+from wodmail.dev.standins.mail_clients import send_smtplib
+from wodmail.dispatch.dispatcher import JobContext
+from wodmail.journal.jobs import Job, JobState
+from wodmail.journal.store import Arrival, Journal, JournalReader
 from wodmail.orders import Mode, Order, Verb
-from wodmail.standins.mail_clients import send_smtplib
 
 WS = "WKSHP-API101"
 

@@ -16,8 +16,8 @@ from pathlib import Path, PurePath
 
 import pytest
 
-from wodmail.deploy import delivery
-from wodmail.templating import Renderer, layer_variables, load_vars_file
+from wodmail.host.deploy import delivery
+from wodmail.templating.renderer import Renderer, layer_variables, load_vars_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 WORKSHOP = FIXTURES / "WKSHP-Fixture101"

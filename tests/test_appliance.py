@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from wodmail.appliance import appliance_target
 from wodmail.errors import ConfigurationError
+from wodmail.lifecycle.appliance import appliance_target
 
 VARIABLES = {
     "IP-WKSHP-Docker101": "10.1.2.100",

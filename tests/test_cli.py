@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from wodmail import cli, testclient
-from wodmail.jobs import JobState
-from wodmail.journal import Arrival, Journal
+from wodmail.dev.sandbox import SAMPLE_WORKSHOP, make_sandbox
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import Arrival, Journal
 from wodmail.orders import Mode, Order, Verb
-from wodmail.sandbox import SAMPLE_WORKSHOP, make_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

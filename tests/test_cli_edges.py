@@ -15,11 +15,11 @@ import yaml
 
 from wodmail import cli, testclient
 from wodmail.config import parse_config
-from wodmail.demo import demo_config_data
-from wodmail.jobs import JobState
-from wodmail.journal import Arrival, Journal
+from wodmail.dev.demo import demo_config_data
+from wodmail.dev.sandbox import make_sandbox
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import Arrival, Journal
 from wodmail.orders import Mode, Order, Verb
-from wodmail.sandbox import make_sandbox
 
 BIN = Path(sys.executable).parent
 WS = "WKSHP-API101"

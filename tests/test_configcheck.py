@@ -15,7 +15,7 @@ import yaml
 from wodmail import cli
 from wodmail.config import parse_config
 from wodmail.configcheck import run_checks
-from wodmail.sandbox import Sandbox, make_sandbox
+from wodmail.dev.sandbox import Sandbox, make_sandbox
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_the_allowed_senders_in_force_are_printed(box: Sandbox, tmp_path: Path):
 
 
 def test_missing_tools_are_named(box: Sandbox, monkeypatch):
-    monkeypatch.setattr("wodmail.accounts._find_tool", lambda name: None)
+    monkeypatch.setattr("wodmail.host.accounts.find_tool", lambda name: None)
     data = box.config_data()
     data["accounts"]["linux_passwords"] = True
     found = run_checks(parse_config(data))

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from wodmail import intake
-from wodmail.jobs import JobState
-from wodmail.journal import JournalReader
-from wodmail.standins.mail_clients import converse
+from wodmail.dev.standins.mail_clients import converse
+from wodmail.intake import handler as intake
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import JournalReader
 
 CORPUS = Path(__file__).parent / "corpus"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())

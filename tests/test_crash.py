@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from wodmail.jobs import JobState
-from wodmail.journal import JournalReader
-from wodmail.standins.mail_clients import send_smtplib
+from wodmail.dev.standins.mail_clients import send_smtplib
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import JournalReader
 
 # The first daemon runs orders with a runner that never finishes, so the kill is certain to
 # land between the 250 and the end of the order.

@@ -14,7 +14,8 @@ from pathlib import Path, PurePath
 
 import pytest
 
-from wodmail.deploy import (
+from wodmail.errors import AccountError, TemplateError
+from wodmail.host.deploy import (
     WORKSPACE_FILE,
     TemplateIssue,
     check_tree,
@@ -22,8 +23,7 @@ from wodmail.deploy import (
     deploy_workshop,
     render_tree,
 )
-from wodmail.errors import AccountError, TemplateError
-from wodmail.templating import Renderer
+from wodmail.templating.renderer import Renderer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 VARIABLES = {

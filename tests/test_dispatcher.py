@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from wodmail.dispatcher import Dispatcher, JobContext
+from wodmail.dispatch.dispatcher import Dispatcher, JobContext
+from wodmail.dispatch.steps import RetryPolicy, StepFailed, Steps
 from wodmail.errors import PeerUnavailable
-from wodmail.jobs import Job, JobState
-from wodmail.journal import Arrival, Journal, JournalReader
+from wodmail.journal.jobs import Job, JobState
+from wodmail.journal.store import Arrival, Journal, JournalReader
 from wodmail.orders import Mode, Order, Verb
-from wodmail.steps import RetryPolicy, StepFailed, Steps
 
 ARRIVAL = Arrival(peer="127.0.0.1", envelope_from="a@b")
 

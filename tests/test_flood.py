@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wodmail.standins import flood
+from wodmail.dev.standins import flood
 
 FLOOD = 1100
 OPEN_FILES = 1024
@@ -105,8 +105,8 @@ async def test_connections_over_the_cap_get_421_and_one_summary(make_config, sta
 async def test_a_flood_of_refused_mail_from_one_client_is_counted_not_journaled(
     make_config, start_daemon
 ):
-    from wodmail.intake import REFUSALS_RECORDED_AT_ONCE, REFUSALS_RECORDED_PER_SECOND
-    from wodmail.journal import JournalReader
+    from wodmail.intake.handler import REFUSALS_RECORDED_AT_ONCE, REFUSALS_RECORDED_PER_SECOND
+    from wodmail.journal.store import JournalReader
 
     config = make_config()
     daemon = await start_daemon(config)

@@ -18,7 +18,8 @@ import structlog.testing
 
 from wodmail.config import parse_config
 from wodmail.errors import ConfigurationError, HookFailed
-from wodmail.hooks import HookContext, Hooks, check
+from wodmail.hooks import HookContext
+from wodmail.hooks.phases import Hooks, check
 
 REPO = Path(__file__).resolve().parents[1]
 WS = "WKSHP-Test101"

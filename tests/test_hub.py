@@ -11,9 +11,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from wodmail.config import Hub
+from wodmail.dev.standins import StandinHub, StandinPortal
 from wodmail.errors import PeerMisconfigured, PeerRefused, PeerUnavailable
-from wodmail.hub import HubClient
-from wodmail.standins import StandinHub, StandinPortal
+from wodmail.peers.hub import HubClient
 
 pytest_plugins = ["standin_fixtures"]
 

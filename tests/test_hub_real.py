@@ -28,10 +28,10 @@ pytest.importorskip(
 from e2e import Backend2E  # noqa: E402
 from real_hub import RealHub, start_hub  # noqa: E402  (needs jupyterhub)
 from wodmail.config import Hub  # noqa: E402
+from wodmail.dev.sandbox import SAMPLE_WORKSHOP, make_sandbox  # noqa: E402
 from wodmail.errors import PeerMisconfigured, PeerRefused, PeerUnavailable  # noqa: E402
-from wodmail.hub import HubClient  # noqa: E402
-from wodmail.jobs import JobState  # noqa: E402
-from wodmail.sandbox import SAMPLE_WORKSHOP, make_sandbox  # noqa: E402
+from wodmail.journal.jobs import JobState  # noqa: E402
+from wodmail.peers.hub import HubClient  # noqa: E402
 
 SLOW = 2.0
 WAIT = 60.0  # how long a test waits for something the hub will surely do (a loaded machine)

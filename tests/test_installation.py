@@ -22,11 +22,11 @@ from wod_installation import (
     build_installation,
 )
 from wodmail import cli
-from wodmail.backend import Backend, load_base_variables
-from wodmail.config import load_config, parse_config, provenance
+from wodmail.config import load_base_variables, load_config, parse_config, provenance
 from wodmail.errors import ConfigurationError
-from wodmail.installation import source_wod_sh
-from wodmail.templating import Renderer
+from wodmail.installation.reader import source_wod_sh
+from wodmail.lifecycle.backend import Backend
+from wodmail.templating.renderer import Renderer
 
 OWNER_UID = 62981  # a uid no account has: the WoD user in the ownership test
 
@@ -226,7 +226,7 @@ def test_without_ansible_core_check_config_says_what_to_install(tree: Tree, monk
     installation = parse_config(tree.config(), "wodmail.yml").wod_installation
     assert installation is not None and installation.check() == []
     # As if ansible-core were not installed.
-    monkeypatch.setattr("wodmail.installation.importlib.util.find_spec", lambda name: None)
+    monkeypatch.setattr("wodmail.installation.reader.importlib.util.find_spec", lambda name: None)
     (warning,) = installation.check()
     assert "ansible-core is not installed" in warning and "wodmail[ansible]" in warning
 

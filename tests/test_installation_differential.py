@@ -28,7 +28,7 @@ import yaml
 
 from wod_installation import BACKEND_FQDN, GROUP, Tree, build_installation
 from wodmail import cli
-from wodmail.deploy import delivery
+from wodmail.host.deploy import delivery
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 ANSIBLE_VAULT = Path(sys.executable).parent / "ansible-vault"

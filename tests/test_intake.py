@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 
 from wodmail.config import Config
-from wodmail.jobs import Job, JobState
-from wodmail.journal import JournalReader
-from wodmail.standins.mail_clients import (
+from wodmail.dev.standins.mail_clients import (
     send_netcat_style,
     send_portal_style,
     send_portal_style_async,
     send_smtplib,
 )
+from wodmail.journal.jobs import Job, JobState
+from wodmail.journal.store import JournalReader
 
 
 async def wait_jobs(config: Config, count: int, *, finished: bool = True) -> list[Job]:
@@ -293,7 +293,7 @@ async def test_wodsender_from_group_vars_is_the_default_sender(make_config, star
 
 def test_workshop_lookups_are_kept_only_briefly(notebooks):
     from wodmail.config import Notebooks
-    from wodmail.intake import _WorkshopFolders
+    from wodmail.intake.handler import _WorkshopFolders
 
     folders = _WorkshopFolders(Notebooks(public=notebooks), keep_seconds=0.5)
     assert folders.exists("WKSHP-K8S101")

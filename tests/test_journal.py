@@ -6,8 +6,8 @@ import asyncio
 import stat
 from pathlib import Path
 
-from wodmail.jobs import JobState
-from wodmail.journal import Arrival, Journal, JournalReader
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import Arrival, Journal, JournalReader
 from wodmail.orders import Mode, Order, Verb
 
 

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
-from wodmail.jobs import Job, JobState
-from wodmail.journal import Arrival, Journal, JournalReader, JournalUnreadable
+from wodmail.dev.standins.mail_clients import send_smtplib
+from wodmail.journal.jobs import Job, JobState
+from wodmail.journal.store import Arrival, Journal, JournalReader, JournalUnreadable
 from wodmail.logs import configure_logging
 from wodmail.orders import Mode, Order, Verb
-from wodmail.standins.mail_clients import send_smtplib
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from wodmail.backend import Backend
-from wodmail.keypool import KeyPool
+from wodmail.host.keypool import KeyPool
+from wodmail.lifecycle.backend import Backend
 
 BITS = 1024
 

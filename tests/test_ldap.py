@@ -1,4 +1,4 @@
-"""wodmail.ldap against a real slapd on loopback (see slapd_fixture)."""
+"""wodmail.host.ldap against a real slapd on loopback (see slapd_fixture)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from wodmail.errors import (
     PeerUnavailable,
     TransientError,
 )
-from wodmail.ldap import LdapSettings, set_ldap_password
+from wodmail.host.ldap import LdapSettings, set_ldap_password
 
 NEW_PASSWORD = "Fresh-Pass-42"
 

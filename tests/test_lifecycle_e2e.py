@@ -17,8 +17,8 @@ from ldap3 import Connection, Server
 
 from e2e import Backend2E, hub_calls, listing, portal_writes, shadow_matches
 from slapd_fixture import Slapd, slapd_server  # noqa: F401  (the `slapd` fixture)
-from wodmail.jobs import JobState
-from wodmail.sandbox import SAMPLE_WORKSHOP, make_sandbox
+from wodmail.dev.sandbox import SAMPLE_WORKSHOP, make_sandbox
+from wodmail.journal.jobs import JobState
 
 BASE = 100  # e2e.py's sandbox: students 1..10, BASESTDID 100
 pytest_plugins = ["e2e"]  # the `sandbox` and `backend` fixtures

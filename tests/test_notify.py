@@ -7,7 +7,7 @@ import socket
 import time
 from pathlib import Path
 
-from wodmail.notify import Notifier, watchdog_interval
+from wodmail.status.systemd import Notifier, watchdog_interval
 
 
 def _receive(sock: socket.socket) -> dict[str, str]:

@@ -15,16 +15,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from wodmail.orders import (
-    Mode,
-    Order,
-    OrderRules,
-    Rejection,
-    Verb,
-    content_of,
-    is_workshop_name,
-    parse_order,
-)
+from wodmail.intake.parse import parse_order
+from wodmail.orders import Mode, Order, OrderRules, Rejection, Verb, content_of, is_workshop_name
 
 KNOWN_WORKSHOPS = ["WKSHP-API101", "WKSHP-K8S101", "WKSHP-OneView", "WKSHP-Data-Fabric101"]
 

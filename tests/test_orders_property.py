@@ -14,7 +14,8 @@ from email.utils import formatdate
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from wodmail.orders import CUSTOMER_ID_MAX, Order, OrderRules, Rejection, Verb, parse_order
+from wodmail.intake.parse import parse_order
+from wodmail.orders import CUSTOMER_ID_MAX, Order, OrderRules, Rejection, Verb
 
 RULES = OrderRules(student_min=1, student_max=40, workshop_exists=lambda c: c != "WKSHP-Nope")
 FAST = settings(max_examples=300, deadline=None)

@@ -1,10 +1,10 @@
-"""wodmail.passwords: random student passwords."""
+"""wodmail.host.passwords: random student passwords."""
 
 from __future__ import annotations
 
 import pytest
 
-from wodmail.passwords import DEFAULT_ALPHABET, generate_password
+from wodmail.host.passwords import DEFAULT_ALPHABET, generate_password
 
 
 def test_default_password_is_16_unambiguous_letters_and_digits() -> None:

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from e2e import portal_writes
-from wodmail.jobs import JobState
-from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox
-from wodmail.standins._base import StandinRequest, StandinResponse
+from wodmail.dev.sandbox import SAMPLE_WORKSHOP, Sandbox
+from wodmail.dev.standins._base import StandinRequest, StandinResponse
+from wodmail.journal.jobs import JobState
 
 pytest_plugins = ["e2e"]  # the `sandbox` and `backend` fixtures
 WS = SAMPLE_WORKSHOP

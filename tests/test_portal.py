@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from structlog.testing import capture_logs
 
+from wodmail.dev.standins import StandinPortal
 from wodmail.errors import PeerMisconfigured, PeerRefused, PeerUnavailable
-from wodmail.portal import PortalClient, PortalWorkshop
-from wodmail.standins import StandinPortal
+from wodmail.peers.portal import PortalClient, PortalWorkshop
 
 pytest_plugins = ["standin_fixtures"]
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from e2e import Backend2E, hub_calls, portal_writes
-from wodmail.jobs import JobState
-from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
+from wodmail.dev.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
+from wodmail.journal.jobs import JobState
 
 pytest_plugins = ["e2e"]  # the `backend` fixture, over this module's own `sandbox`
 

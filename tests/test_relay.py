@@ -25,17 +25,17 @@ import pytest
 
 from wodmail import cli, logs
 from wodmail.config import Config
-from wodmail.jobs import JobState
-from wodmail.journal import JournalReader
-from wodmail.relay import (
+from wodmail.dev.standins.mail_clients import send_portal_style
+from wodmail.dev.standins.smarthost import HungSmarthost, Smarthost, make_certificate
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import JournalReader
+from wodmail.relay.outbox import (
     OrderMailbox,
     default_order_recipients,
     list_outbox,
     prepare_message,
     relay_hostname,
 )
-from wodmail.standins.mail_clients import send_portal_style
-from wodmail.standins.smarthost import HungSmarthost, Smarthost, make_certificate
 
 PASSWORD = "Pw-7hX3kq9TzR"
 CREDENTIALS_BODY = (
@@ -497,8 +497,8 @@ async def test_tls_and_login_to_a_smarthost_that_requires_them(
 
 
 def test_a_relay_login_needs_tls_and_its_password_is_masked(make_config):
+    from wodmail.configcheck import describe
     from wodmail.errors import ConfigurationError
-    from wodmail.service import describe
 
     with pytest.raises(ConfigurationError, match="relay.user needs relay.tls"):
         make_config(relay={"host": "smtp.example.org", "user": "wod", "password": "x"})
@@ -549,7 +549,7 @@ def test_prepare_adds_only_what_is_missing_and_ends_a_headerless_block():
 
 
 def test_check_config_names_the_derived_order_recipients(make_config):
-    from wodmail.service import check
+    from wodmail.configcheck import check
 
     config = make_config(relay={"host": "smtp.example.org"},
                          vars={"WODBEEXTFQDN": "be.example.org"})

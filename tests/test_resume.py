@@ -24,9 +24,9 @@ import pytest
 
 from e2e import hub_calls, portal_writes, shadow_matches
 from wodmail.cli import render_job
-from wodmail.jobs import JobState
-from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox
-from wodmail.standins._base import StandinRequest, StandinServer
+from wodmail.dev.sandbox import SAMPLE_WORKSHOP, Sandbox
+from wodmail.dev.standins._base import StandinRequest, StandinServer
+from wodmail.journal.jobs import JobState
 
 pytest_plugins = ["e2e"]  # the `sandbox` and `backend` fixtures
 WS = SAMPLE_WORKSHOP
@@ -205,7 +205,7 @@ async def test_cleanup_interrupted_after_the_wipe_keeps_its_completion_figure(
 async def test_prune_deletes_the_step_records_of_the_orders_it_deletes(tmp_path):
     import time
 
-    from wodmail.journal import Arrival, Journal, JournalAdmin, StepRecord
+    from wodmail.journal.store import Arrival, Journal, JournalAdmin, StepRecord
     from wodmail.orders import Mode, Order, Verb
 
     path = tmp_path / "journal.sqlite3"

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from served import Served
-from wodmail.jobs import JobState
-from wodmail.journal import JournalReader
-from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
-from wodmail.standins.mail_clients import netcat_bytes, send_smtplib
+from wodmail.dev.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
+from wodmail.dev.standins.mail_clients import netcat_bytes, send_smtplib
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import JournalReader
 
 WS = "WKSHP-API101"
 

@@ -25,7 +25,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wodmail.smtp import OrderSMTP, create_server_factory, start_server
+from wodmail.intake.smtp import OrderSMTP, create_server_factory, start_server
 
 HOST = "127.0.0.1"
 DEADLINE_SECONDS = 20.0  # only so that a broken server fails the test instead of hanging it

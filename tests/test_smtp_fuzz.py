@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wodmail.config import Config, parse_config
-from wodmail.dispatcher import noop_runner
-from wodmail.jobs import JobState
-from wodmail.journal import JournalReader
+from wodmail.dispatch.dispatcher import noop_runner
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import JournalReader
 from wodmail.service import Daemon
 
 ORDER = "Subject: CREATE {s} {c}\n\nWKSHP-API101\n"

@@ -22,8 +22,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e import Backend2E
-from wodmail.jobs import JobState
-from wodmail.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
+from wodmail.dev.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
+from wodmail.journal.jobs import JobState
 
 WS = SAMPLE_WORKSHOP
 

@@ -24,8 +24,8 @@ from e2e import Backend2E
 from wod_installation import USER, Tree, build_installation
 from wodmail import cli
 from wodmail.config import parse_config
-from wodmail.jobs import JobState
-from wodmail.standins import StandinHub, StandinPortal
+from wodmail.dev.standins import StandinHub, StandinPortal
+from wodmail.journal.jobs import JobState
 
 WS = "WKSHP-Port101"
 BASE = 100
@@ -224,7 +224,7 @@ def test_scripts_wodmail_cannot_reach_as_wod_user_fail_in_preflight(installation
     script = _write(hidden / f"create-{WS}.sh", "#!/bin/bash\ntrue\n", 0o755)
     data["scripts"] = {"private": str(hidden)}
     config = parse_config(data, "wodmail.yml")
-    from wodmail.hooks import Hooks
+    from wodmail.hooks.phases import Hooks
 
     hooks = Hooks.from_config(config)
     with pytest.raises(Exception) as caught:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from wodmail import cli
-from wodmail.jobs import JobState
-from wodmail.journal import JournalReader
-from wodmail.orders import OrderRules, Rejection, parse_order
-from wodmail.standins.mail_clients import converse
+from wodmail.dev.standins.mail_clients import converse
+from wodmail.intake.parse import parse_order
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import JournalReader
+from wodmail.orders import OrderRules, Rejection
 
 ALLOWED = "wod@example.org"
 

@@ -1,4 +1,4 @@
-"""Rendering rules of wodmail.templating (Ansible `template` compatibility, LIFECYCLE.md).
+"""Rendering rules of wodmail.templating.renderer (Ansible `template` compatibility, LIFECYCLE.md).
 
 The differential test (test_ansible_differential.py) checks the same rules against
 ansible-core itself; these pin each rule down on its own, with readable failures.
@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from wodmail.errors import TemplateError
-from wodmail.templating import Renderer, layer_variables, load_vars_file, looks_like_template
+from wodmail.templating.renderer import (
+    Renderer,
+    layer_variables,
+    load_vars_file,
+    looks_like_template,
+)
 
 GROUP_VARS = {
     "WODBEFQDN": "wod-be.example.org",

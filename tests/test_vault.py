@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from wod_installation import GROUP, Tree, build_installation
-from wodmail.backend import Backend
 from wodmail.config import parse_config
 from wodmail.errors import TemplateError
-from wodmail.render import render_workshop
-from wodmail.vault import EXTRA_HINT
-from wodmail.workshop import local_workshop
+from wodmail.lifecycle.backend import Backend
+from wodmail.lifecycle.preview import render_workshop
+from wodmail.lifecycle.workshop import local_workshop
+from wodmail.templating.vault import EXTRA_HINT
 
 ANSIBLE_VAULT = Path(sys.executable).parent / "ansible-vault"
 WORKSHOP = "WKSHP-Vault101"

@@ -14,13 +14,13 @@ import yaml
 from e2e import Backend2E
 from wodmail import cli
 from wodmail.config import load_config
+from wodmail.dev.sandbox import SAMPLE_WORKSHOP, make_sandbox
 from wodmail.errors import ConfigurationError
-from wodmail.jobs import JobState
-from wodmail.journal import Arrival, Journal
+from wodmail.journal.jobs import JobState
+from wodmail.journal.store import Arrival, Journal
+from wodmail.lifecycle.workshop import local_workshop
 from wodmail.orders import Mode, Order, Verb
-from wodmail.portal import PortalWorkshop
-from wodmail.sandbox import SAMPLE_WORKSHOP, make_sandbox
-from wodmail.workshop import local_workshop
+from wodmail.peers.portal import PortalWorkshop
 
 ODD = Path(__file__).parent / "fixtures" / "odd-wodyml"
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from wodmail.config import Config, load_config
 from wodmail.errors import ConfigurationError, WodmailError
-from wodmail.jobs import Job, JobState
-from wodmail.journal import JournalAdmin, JournalReader
+from wodmail.journal.jobs import Job, JobState
+from wodmail.journal.store import JournalAdmin, JournalReader
 from wodmail.logs import configure_logging
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -155,8 +155,8 @@ def _reader(config: Config) -> JournalReader:
 
 
 def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
-    from wodmail.backend import Backend
-    from wodmail.lifecycle import LifecycleRunner
+    from wodmail.lifecycle.backend import Backend
+    from wodmail.lifecycle.verbs import LifecycleRunner
     from wodmail.service import serve_forever
 
     asyncio.run(serve_forever(config, LifecycleRunner(Backend.from_config(config))))
@@ -337,7 +337,7 @@ def _attempt_lines(log: list[dict[str, Any]]) -> list[str]:
 
 
 def _cmd_relay(config: Config, args: argparse.Namespace) -> int:
-    from wodmail.relay import list_outbox
+    from wodmail.relay.outbox import list_outbox
 
     mails = list_outbox(config.outbox_path(), states=args.state, limit=args.limit)
     if args.json:
@@ -358,8 +358,7 @@ def _cmd_relay(config: Config, args: argparse.Namespace) -> int:
 
 def _cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     from wodmail.config import provenance
-    from wodmail.configcheck import run_checks
-    from wodmail.service import describe
+    from wodmail.configcheck import describe, run_checks
 
     settings, origins = describe(config), provenance(config)
     checks = run_checks(config)
@@ -408,7 +407,7 @@ def _cmd_prune(config: Config, args: argparse.Namespace) -> int:
           f"ago deleted{f' ({counts})' if counts else ''}; {pruned.over_peer_cap} refusals over "
           f"the {config.max_refusals_per_peer} kept per client deleted")
     if config.outbox_path().exists():
-        from wodmail.relay import prune_outbox
+        from wodmail.relay.outbox import prune_outbox
 
         relayed = prune_outbox(config.outbox_path(), time.time() - args.older_than * 86400)
         print(f"{relayed} relayed mails finished more than {args.older_than:g} days ago deleted")
@@ -416,7 +415,7 @@ def _cmd_prune(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_render(config: Config, args: argparse.Namespace) -> int:
-    from wodmail.render import render_workshop
+    from wodmail.lifecycle.preview import render_workshop
 
     issues, written, warnings = render_workshop(config, args.workshop, args.student, args.out,
                                                 args.password)
@@ -435,7 +434,7 @@ def _cmd_render(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
-    from wodmail.demo import run_demo
+    from wodmail.dev.demo import run_demo
 
     return run_demo(keep=args.keep, config=config if args.config else None)
 

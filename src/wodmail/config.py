@@ -23,8 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from wodmail.errors import ConfigurationError
-from wodmail.installation import DEFAULT_WOD_SH, DEFAULT_WOD_YML, Installation, read_installation
+from wodmail.errors import ConfigurationError, TemplateError
+from wodmail.installation.reader import (
+    DEFAULT_WOD_SH,
+    DEFAULT_WOD_YML,
+    Installation,
+    read_installation,
+)
+from wodmail.templating.varsfiles import load_vars_file
 
 CONFIG_ENV = "WODMAIL_CONFIG"
 
@@ -419,3 +425,21 @@ def load_config(path: Path | str | None = None) -> Config:
         raise ConfigurationError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
     config = parse_config(data, str(path))
     return config.model_copy(update={"source": path})
+
+
+def load_base_variables(config: Config) -> dict[str, Any]:
+    """Every template variable of the backend that no order changes, later winning: the
+    installation's (inventories, facts, /etc/wod.yml), wodmail's `group_vars` files in
+    order, `vars`, then the installation's `-e` extra vars (which win, as in Ansible)."""
+    installation = config.wod_installation
+    merged: dict[str, Any] = installation.base_variables() if installation else {}
+    vault = installation.vault if installation else None
+    for path in config.group_vars:
+        try:
+            merged.update(load_vars_file(path, vault))
+        except TemplateError as exc:
+            raise ConfigurationError(f"group_vars: {exc}") from None
+    merged.update(config.vars)
+    if installation is not None:
+        merged.update(installation.extra_variables())
+    return merged

@@ -15,12 +15,13 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from wodmail.accounts import UserDb
-from wodmail.config import Config, provenance
+from wodmail.config import Config, load_base_variables, provenance
 from wodmail.errors import WodmailError
+from wodmail.relay.outbox import order_recipients
+from wodmail.userdb import UserDb
 
 Status = Literal["ok", "warn", "FAIL"]
 PEER_TIMEOUT_SECONDS = 10.0
@@ -86,7 +87,7 @@ def _portal_login(checks: _Checks) -> None:
     portal = checks.config.portal
     if not portal.url or _url_problem(portal.url):
         return
-    from wodmail.portal import PortalClient
+    from wodmail.peers.portal import PortalClient
 
     async def login() -> None:
         client = PortalClient(portal.url or "", portal.user, portal.password,
@@ -108,7 +109,7 @@ def _hub_token(checks: _Checks) -> None:
     hub = checks.config.hub
     if not hub.url or _url_problem(hub.url):
         return
-    from wodmail.hub import HubClient
+    from wodmail.peers.hub import HubClient
 
     async def identify() -> None:
         client = HubClient(hub.url or "", hub.token,
@@ -245,7 +246,7 @@ def _homes(checks: _Checks) -> None:
 
 
 def _tools(checks: _Checks) -> None:
-    from wodmail.accounts import _find_tool
+    from wodmail.host.accounts import find_tool
 
     config = checks.config
     needed = []
@@ -254,7 +255,7 @@ def _tools(checks: _Checks) -> None:
     if config.accounts.admin_user:
         needed.append(("setfacl", "accounts.admin_user"))
     for tool, key in needed:
-        found = _find_tool(tool)
+        found = find_tool(tool)
         if found:
             checks.add("ok", f"tool {tool}", found, key)
         else:
@@ -263,8 +264,8 @@ def _tools(checks: _Checks) -> None:
 
 
 def _hooks(checks: _Checks) -> None:
-    from wodmail import hooks
     from wodmail.errors import ConfigurationError
+    from wodmail.hooks import phases as hooks
 
     try:
         hooks.Hooks.from_config(checks.config)
@@ -311,7 +312,6 @@ def _greeting(host: str, port: int) -> str:
 
 
 def _senders(checks: _Checks) -> None:
-    from wodmail.backend import load_base_variables
 
     config = checks.config
     try:
@@ -330,8 +330,7 @@ def _senders(checks: _Checks) -> None:
 
 
 def _others(checks: _Checks) -> None:
-    """What `service.check` finds beyond the above (variables, relay, shadowed vars)."""
-    from wodmail.service import check
+    """What `check` finds beyond the above (variables, relay, shadowed vars)."""
 
     errors, warnings = check(checks.config)
     for error in errors:
@@ -344,3 +343,72 @@ STEPS: tuple[Callable[[_Checks], None], ...] = (
     _urls, _portal_login, _hub_token, _users, _folders, _homes, _tools, _hooks, _port,
     _senders, _others,
 )
+
+
+# -- what the variables and relay settings would break ----------------------------------------
+
+
+def check(config: Config) -> tuple[list[str], list[str]]:
+    """What the variables and the relay settings would break (errors) or surprise an admin
+    with (warnings); the checks above look at the rest of the world."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    try:
+        load_base_variables(config)
+    except WodmailError as exc:
+        errors.append(str(exc))
+    warnings.extend(_shadowed_vars(config))
+    if config.wod_installation is not None:
+        warnings.extend(config.wod_installation.check())
+    warnings.extend(_relay_warnings(config))
+    return errors, warnings
+
+
+def _relay_warnings(config: Config) -> list[str]:
+    if not config.relay.host:
+        return []
+    try:
+        variables = load_base_variables(config)
+    except WodmailError:
+        return []
+    warnings = []
+    if not config.senders(variables):
+        warnings.append(
+            "relay.host is set and allowed_senders is empty: any client of allowed_networks"
+            " can relay mail through this backend"
+        )
+    if config.relay.order_recipients is None:
+        recipients = ", ".join(order_recipients(config, variables))
+        warning = f"relay.order_recipients not set: mail to {recipients} is taken as orders"
+        if not any(variables.get(key) for key in ("WODBEFQDN", "WODBEEXTFQDN")):
+            warning += " (WODBEFQDN is unknown: set relay.order_recipients)"
+        warnings.append(warning + f"; mail to anyone else is relayed to {config.relay.host}")
+    return warnings
+
+
+def _shadowed_vars(config: Config) -> list[str]:
+    """`vars` keys the installation also passes as `-e`: as under ansible-playbook, its win."""
+    installation = config.wod_installation
+    if installation is None:
+        return []
+    extra = installation.extra_variables()
+    return [
+        f"vars.{key} is overridden by the installation's {installation.origin(key)} "
+        "(extra vars win, as they did for ansible-playbook)"
+        for key in config.vars
+        if key in extra
+    ]
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """What `wodmail check-config` prints: the effective settings, secrets masked."""
+    data = config.model_dump(mode="json")
+    secrets = (("portal", "password"), ("hub", "token"), ("accounts", "password"),
+               ("relay", "password"))
+    for section, key in secrets:
+        if data.get(section, {}).get(key):
+            data[section][key] = "***"
+    ldap = data.get("accounts", {}).get("ldap", {})
+    if ldap.get("password"):
+        ldap["password"] = "***"
+    return data

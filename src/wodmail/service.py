@@ -8,24 +8,21 @@ import resource
 import signal
 import sqlite3
 import time
-from typing import Any
 
 import structlog
 
 from wodmail import metrics
-from wodmail.activation import inherited_sockets
-from wodmail.backend import load_base_variables
-from wodmail.config import Config, load_config
-from wodmail.dispatcher import Dispatcher, Runner
+from wodmail.config import Config, load_base_variables, load_config
+from wodmail.dispatch.dispatcher import Dispatcher, Runner
 from wodmail.errors import WodmailError
-from wodmail.gate import ConnectionGate
-from wodmail.intake import IntakeHandler
-from wodmail.journal import Journal
-from wodmail.loopguard import LoopErrors
-from wodmail.notify import Notifier, watchdog_interval
-from wodmail.relay import OrderMailbox, Relay, default_order_recipients, relay_hostname
-from wodmail.smtp import SessionFactory, create_server_factory
-from wodmail.status import StatusServer
+from wodmail.intake.gate import ConnectionGate
+from wodmail.intake.handler import IntakeHandler
+from wodmail.intake.loopguard import LoopErrors
+from wodmail.intake.smtp import SessionFactory, create_server_factory
+from wodmail.journal.store import Journal
+from wodmail.relay.outbox import OrderMailbox, Relay, order_recipients, relay_hostname
+from wodmail.status.listener import StatusServer
+from wodmail.status.systemd import Notifier, inherited_sockets, watchdog_interval
 
 log = structlog.get_logger(__name__)
 
@@ -335,13 +332,6 @@ class Daemon:
         log.info("wodmail stopped")
 
 
-def order_recipients(config: Config, variables: dict[str, Any]) -> list[str]:
-    """relay.order_recipients, else the backend's own names (see relay.py)."""
-    if config.relay.order_recipients is not None:
-        return config.relay.order_recipients
-    return default_order_recipients(variables)
-
-
 # Descriptors a daemon needs besides its SMTP sessions: the journal, the listening socket,
 # logs, hooks' pipes, HTTP connections to the portal and hub.
 _FILES_BESIDES_SESSIONS = 64
@@ -397,69 +387,3 @@ async def serve_forever(config: Config, runner: Runner) -> None:
             await asyncio.wait(reloads)
         await daemon.stop()
         daemon.notifier.close()
-
-
-def check(config: Config) -> tuple[list[str], list[str]]:
-    """What the variables and the relay settings would break (errors) or surprise an admin
-    with (warnings); `configcheck` checks the rest of the world."""
-    errors: list[str] = []
-    warnings: list[str] = []
-    try:
-        load_base_variables(config)
-    except WodmailError as exc:
-        errors.append(str(exc))
-    warnings.extend(_shadowed_vars(config))
-    if config.wod_installation is not None:
-        warnings.extend(config.wod_installation.check())
-    warnings.extend(_relay_warnings(config))
-    return errors, warnings
-
-
-def _relay_warnings(config: Config) -> list[str]:
-    if not config.relay.host:
-        return []
-    try:
-        variables = load_base_variables(config)
-    except WodmailError:
-        return []
-    warnings = []
-    if not config.senders(variables):
-        warnings.append(
-            "relay.host is set and allowed_senders is empty: any client of allowed_networks"
-            " can relay mail through this backend"
-        )
-    if config.relay.order_recipients is None:
-        recipients = ", ".join(order_recipients(config, variables))
-        warning = f"relay.order_recipients not set: mail to {recipients} is taken as orders"
-        if not any(variables.get(key) for key in ("WODBEFQDN", "WODBEEXTFQDN")):
-            warning += " (WODBEFQDN is unknown: set relay.order_recipients)"
-        warnings.append(warning + f"; mail to anyone else is relayed to {config.relay.host}")
-    return warnings
-
-
-def _shadowed_vars(config: Config) -> list[str]:
-    """`vars` keys the installation also passes as `-e`: as under ansible-playbook, its win."""
-    installation = config.wod_installation
-    if installation is None:
-        return []
-    extra = installation.extra_variables()
-    return [
-        f"vars.{key} is overridden by the installation's {installation.origin(key)} "
-        "(extra vars win, as they did for ansible-playbook)"
-        for key in config.vars
-        if key in extra
-    ]
-
-
-def describe(config: Config) -> dict[str, Any]:
-    """What `wodmail check-config` prints: the effective settings, secrets masked."""
-    data = config.model_dump(mode="json")
-    secrets = (("portal", "password"), ("hub", "token"), ("accounts", "password"),
-               ("relay", "password"))
-    for section, key in secrets:
-        if data.get(section, {}).get(key):
-            data[section][key] = "***"
-    ldap = data.get("accounts", {}).get("ldap", {})
-    if ldap.get("password"):
-        ldap["password"] = "***"
-    return data

@@ -16,11 +16,10 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
-from wodmail.backend import load_base_variables
 from wodmail.cli import render_job
-from wodmail.config import Config, load_config
+from wodmail.config import Config, load_base_variables, load_config
 from wodmail.errors import ConfigurationError, WodmailError
-from wodmail.journal import JournalReader
+from wodmail.journal.store import JournalReader
 
 VERBS = ("CREATE", "CLEANUP", "RESET", "PURGE")
 JOB_REPLY = re.compile(rb"job (\d+)")

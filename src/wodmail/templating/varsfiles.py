@@ -1,0 +1,99 @@
+"""Ansible variable files (group_vars, `-e @file`, include_vars), read as ansible-playbook does.
+
+YAML (JSON is YAML) with Ansible's tags: `!unsafe` strings stay literal (never expanded as
+templates) and `!vault` values are decrypted; a whole file encrypted with ansible-vault is
+decrypted first. Decryption needs the installation's vault secret (see `wodmail.templating.vault`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wodmail.errors import TemplateError
+from wodmail.templating.vault import Vault, VaultError, is_vaulted
+
+
+class UnsafeText(str):
+    """A string tagged `!unsafe` in YAML: never expanded as a template (as in Ansible)."""
+
+    __slots__ = ()
+
+
+class _VarsLoader(yaml.SafeLoader):
+    """YAML as Ansible reads vars files; `vault` and `where` are set per load."""
+
+    vault: Vault | None = None
+    where: str = "<vars>"
+
+
+def _construct_unsafe(loader: _VarsLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return UnsafeText(loader.construct_scalar(node))
+    message = "!unsafe applies to strings only"
+    raise yaml.constructor.ConstructorError(None, None, message, node.start_mark)
+
+
+def _construct_vault(loader: _VarsLoader, node: yaml.Node) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        message = "!vault applies to strings only"
+        raise yaml.constructor.ConstructorError(None, None, message, node.start_mark)
+    vault = loader.vault if loader.vault is not None else Vault(None)
+    detail = f"line {node.start_mark.line + 1}: "
+    return vault.decrypt(str(loader.construct_scalar(node)), loader.where, detail)
+
+
+_VarsLoader.add_constructor("!unsafe", _construct_unsafe)
+_VarsLoader.add_constructor("!vault", _construct_vault)
+
+
+def parse_vars(text: str, where: str, vault: Vault | None = None) -> Any:
+    """The YAML document `text` (from `where`), vault-decrypted; raises YAMLError if invalid."""
+    if is_vaulted(text):
+        text = (vault if vault is not None else Vault(None)).decrypt(text, where)
+    loader = _VarsLoader(text)
+    loader.vault = vault
+    loader.where = where
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def load_vars_file(path: Path, vault: Vault | None = None) -> dict[str, Any]:
+    """The variables of a WoD vars file (`variables_<W>.yml`, a group_vars file ...).
+
+    Raises TemplateError naming the file when it cannot be read, is not a YAML mapping, or
+    is vaulted and cannot be decrypted (saying why).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TemplateError(str(path), f"cannot read variables file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise TemplateError(str(path), f"variables file is not UTF-8: {exc.reason}") from exc
+    try:
+        data = parse_vars(text, str(path), vault)
+    except yaml.YAMLError as exc:
+        raise TemplateError(str(path), f"invalid YAML: {exc}") from None
+    except VaultError as exc:
+        raise TemplateError(str(path), exc.reason) from None
+    return as_variables(data, str(path))
+
+
+def as_variables(data: Any, where: str) -> dict[str, Any]:
+    """`data` as a mapping of variable names, or a TemplateError naming `where`."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        found = type(data).__name__
+        raise TemplateError(where, f"expected a mapping of variables, found a {found}")
+    not_names = [key for key in data if not isinstance(key, str)]
+    if not_names:
+        raise TemplateError(where, f"variable names must be strings, found {not_names[0]!r}")
+    return data
+
+
+__all__ = ["UnsafeText", "as_variables", "load_vars_file", "parse_vars"]
