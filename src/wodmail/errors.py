@@ -3,9 +3,27 @@
 Everything wodmail raises on purpose derives from `WodmailError`. The dispatcher retries
 exactly the `TransientError` family (with backoff, up to a deadline); everything else
 fails the order at once with the error's message as the reason.
+
+These are also what workshop handler modules may import and raise (`__all__`): raise
+`ConfigurationError` for what an admin must fix, `AccountError` for a student's account
+or home, `TransientError` (or `PeerUnavailable`) for what a retry may mend; anything else
+a handler raises fails the order as `HookFailed` naming the module.
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "AccountError",
+    "ConfigurationError",
+    "HookFailed",
+    "PeerError",
+    "PeerMisconfigured",
+    "PeerRefused",
+    "PeerUnavailable",
+    "TemplateError",
+    "TransientError",
+    "WodmailError",
+]
 
 
 class WodmailError(Exception):

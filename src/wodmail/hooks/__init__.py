@@ -1,5 +1,61 @@
-"""TODO: the public handler API."""
+"""Workshop hooks: the handler API for workshop modules, and the legacy shell scripts.
 
-from wodmail.hooks.phases import HookContext
+This package's `__all__` is the whole API a workshop handler module may use, with
+`wodmail.errors.__all__`; nothing else of wodmail is promised to stay. A handler module::
+
+    from wodmail.errors import ConfigurationError
+    from wodmail.hooks import HookContext
+
+    WORKSHOPS = ("WKSHP-Docker101",)
+
+    async def create(ctx: HookContext) -> None:
+        ctx.student_vars["HTTPPORT"] = int(ctx.variable("HTTPPORT-BASE")) + ctx.student
+
+
+A hook runs at one of four phases: `create` (CREATE, before the notebooks are deployed),
+`post_copy` (CREATE, after), `cleanup` (CLEANUP) and `reset` (RESET). For a workshop
+folder WS, one phase runs, in this order, whichever of these exist:
+
+1. the public handler module's function (modules of the package `wodmail.workshops`,
+   the repository's top-level `workshops/` folder);
+2. the public script `<phase>-<WS>.sh` (`post-copy-<WS>.sh` for post_copy);
+3. the private handler module's function (`.py` files of `handlers.private`);
+4. the private script.
+
+Public before private, as the procmail API did; within a side the module runs before the
+script. The first failure stops the phase (the procmail API ran under `set -e`).
+
+Handler modules declare `WORKSHOPS = ("WKSHP-Docker101", ...)` (content folder names: a
+challenge `CHLG-x` uses the module of `WKSHP-x`) and define any of `async def create(ctx)`,
+`post_copy(ctx)`, `cleanup(ctx)`, `reset(ctx)` taking a `HookContext`. Files whose name
+starts with `_` are helpers, not handlers. Two modules of one folder claiming the same
+workshop, a module that fails to import or a hook that is not `async` is a configuration
+error, reported when the hook set is loaded (daemon start, `check`). A handler that
+raises fails the order with `HookFailed` naming the module, except `TransientError`,
+which passes through so the dispatcher can retry.
+
+Legacy scripts run only when present and executable, with the script's folder as working
+directory, stdin from /dev/null, stdout and stderr captured together (the last 64 KiB are
+kept), in their own process group, which is killed when the hook times out. Exiting
+non-zero fails the order with the output kept. Scripts left running in the background
+after the script itself exits are not waited for.
+
+A script's environment is not the daemon's (which may hold secrets): it is PATH, HOME and
+LANG from the daemon, USER and LOGNAME of the account the daemon runs as (the stock
+`create-appliance.sh` uses `$USER`), and the procmail API's variables: `stdid` (N; for a
+RESET range, its first student, as the procmail API left it), `w` (W), `ws` (WS), `wid`
+(the API-DB workshop id, when known), `stddir` (HOME), `randompw` (only when a password
+was generated), `WODRTARGET` (only when the workshop has an appliance), and one addition:
+
+`WODMAIL_VARS_FILE`: an empty file the script may write `KEY=VALUE` lines to (blank lines
+and `#` comments allowed, quotes around a value removed). They become per-student template
+variables for this student and workshop, like `ctx.student_vars` of a handler module: the
+procmail API's scripts used to ansible-vault them into `pass/variables_<W>_<stdid>.yml`.
+Inside wodmail: `phases` runs the hooks of a phase (`Hooks`), `context` holds
+`HookContext`, `scriptenv` who scripts run as; `_loader`, `_scripts` and `_process` are
+private to this package.
+"""
+
+from wodmail.hooks.context import HookContext
 
 __all__ = ["HookContext"]

@@ -1,0 +1,113 @@
+"""Legacy hook scripts: `<phase>-<WS>.sh` in the public and private script folders.
+
+A script runs only when present and executable; it gets procmail-action.sh's variables and
+may write `KEY=VALUE` lines to `WODMAIL_VARS_FILE` (see `wodmail.hooks`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from wodmail.errors import ConfigurationError, HookFailed
+from wodmail.hooks.context import PHASES, HookContext
+
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+
+
+def script_name(phase: str, content: str) -> str:
+    return f"{phase.replace('_', '-')}-{content}.sh"
+
+
+def executable_script(folder: Path | None, phase: str, content: str) -> Path | None:
+    if folder is None:
+        return None
+    script = folder / script_name(phase, content)
+    if script.is_file() and os.access(script, os.X_OK):
+        return script
+    return None
+
+
+def ignored_script(folder: Path | None, phase: str, content: str) -> Path | None:
+    if folder is None:
+        return None
+    script = folder / script_name(phase, content)
+    return script if script.is_file() and not os.access(script, os.X_OK) else None
+
+
+def check_startable(script: Path) -> None:
+    try:
+        with script.open("rb") as stream:
+            head = stream.read(256)
+    except OSError as exc:
+        raise ConfigurationError(f"hook script {script} cannot be read: {exc.strerror}") from exc
+    if head.startswith(b"\x7fELF"):
+        return
+    if not head.startswith(b"#!"):
+        raise ConfigurationError(
+            f"hook script {script} has no #! line: it cannot be started (add #!/bin/bash)"
+        )
+    words = head[2:].split(b"\n", 1)[0].split()
+    interpreter = Path(os.fsdecode(words[0])) if words else None
+    if interpreter is None or not os.access(interpreter, os.X_OK):
+        raise ConfigurationError(
+            f"hook script {script}: its interpreter {interpreter} is not an executable file"
+        )
+
+
+def ignored_scripts(folder: Path | None) -> list[Path]:
+    if folder is None or not folder.is_dir():
+        return []
+    prefixes = tuple(f"{phase.replace('_', '-')}-" for phase in PHASES)
+    return sorted(
+        path
+        for path in folder.glob("*.sh")
+        if path.name.startswith(prefixes) and path.is_file() and not os.access(path, os.X_OK)
+    )
+
+
+def script_vars(ctx: HookContext, vars_file: Path) -> dict[str, str]:
+    """The variables procmail-action.sh exported to a script, and WODMAIL_VARS_FILE."""
+    env: dict[str, str] = dict(ctx.exports)
+    student = ctx.student if ctx.student is not None else min(ctx.students, default=None)
+    if student is not None:
+        env["stdid"] = str(student)
+    env["w"] = ctx.workshop
+    env["ws"] = ctx.content
+    if ctx.workshop_id is not None:
+        env["wid"] = str(ctx.workshop_id)
+    home = ctx.home
+    if home is None and student is not None:
+        home = ctx.homes.get(student)
+    if home is not None:
+        env["stddir"] = str(home)
+    if ctx.password:
+        env["randompw"] = ctx.password
+    if ctx.target:
+        env["WODRTARGET"] = ctx.target
+    env["WODMAIL_VARS_FILE"] = str(vars_file)
+    return env
+
+
+def read_vars(path: Path, hook: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, equals, value = stripped.partition("=")
+        key = key.strip()
+        if not equals or not _VAR_NAME.match(key):
+            raise HookFailed(
+                hook, f"line {number} of WODMAIL_VARS_FILE is not KEY=VALUE (KEY an identifier)"
+            )
+        values[key] = _unquoted(value.strip())
+    return values
+
+
+def _unquoted(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value

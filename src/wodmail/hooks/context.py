@@ -1,0 +1,110 @@
+"""`HookContext`: what a workshop hook is given about the order it runs for."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from wodmail.errors import ConfigurationError
+from wodmail.hooks._process import base_env, run_checked, scratch_folder
+
+PHASES = ("create", "post_copy", "cleanup", "reset")
+DEFAULT_TIMEOUT = 300.0
+
+HookFunction = Callable[["HookContext"], Awaitable[None]]
+
+
+@dataclass
+class HookContext:
+    """What a hook knows about the order it runs for; `student_vars` is what it may write."""
+
+    student: int | None
+    """N; None for a RESET range (see `students`)."""
+    workshop: str
+    """W as ordered: `WKSHP-x` or `CHLG-x`."""
+    content: str
+    """WS, the content folder (`CHLG-` mapped to `WKSHP-`)."""
+    students: list[int] = field(default_factory=list)
+    """Every student the order covers: [N], or MIN..MAX for a RESET range."""
+    workshop_id: int | None = None
+    """The workshop's API-DB id (None when only a local wod.yml describes it)."""
+    record: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """The workshop record: flags, `range` ([min, max]), ..."""
+    password: str | None = field(default=None, repr=False)
+    """The password generated for `student` by this order, if any."""
+    target: str | None = None
+    """WODRTARGET, the appliance of this student, or None without an appliance."""
+    home: Path | None = None
+    """HOME of `student`."""
+    homes: dict[int, Path] = field(default_factory=dict)
+    """HOME of every student in `students`."""
+    variables: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """The backend's template variables (read-only; values may be unexpanded templates)."""
+    student_vars: dict[str, Any] = field(default_factory=dict)
+    """Per-student template variables a hook sets (e.g. HTTPPORT); persisted by the order."""
+    resolve: Callable[[str], Any] | None = field(default=None, repr=False)
+    """Returns a variable with its templates expanded; KeyError when unset."""
+    exports: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """More variables procmail-action.sh exported to scripts (accessToken, WODAPIDBEXTURL)."""
+    log: Any = field(default_factory=lambda: structlog.get_logger(__name__), repr=False)
+    """A structlog logger bound to the order."""
+
+    def __post_init__(self) -> None:
+        if not self.students and self.student is not None:
+            self.students = [self.student]
+
+    @property
+    def range_min(self) -> int | None:
+        """The first student of the workshop's range (`range[0]` of its record), if set."""
+        span = self.record.get("range")
+        if not span:
+            if self.record.get("range_error"):
+                raise ConfigurationError(f"workshop {self.content}: {self.record['range_error']}")
+            return None
+        try:
+            return int(span[0])
+        except (TypeError, ValueError, IndexError):
+            raise ConfigurationError(
+                f"workshop {self.content}: range {span!r} is not [min, max]"
+            ) from None
+
+    def variable(self, key: str) -> Any:
+        """The value of template variable `key`, expanded; ConfigurationError when unset."""
+        lookup = self.resolve or self.variables.__getitem__
+        try:
+            return lookup(key)
+        except KeyError:
+            raise ConfigurationError(
+                f"{key} is not set in the configuration variables, and the {self.content} "
+                f"hooks need it"
+            ) from None
+
+    async def run(
+        self,
+        *argv: str | os.PathLike[str],
+        kill_after: float = DEFAULT_TIMEOUT,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        """Run a command (no shell) and return its stdout+stderr.
+
+        The command gets PATH/HOME/LANG/USER/LOGNAME plus `env`, never the daemon's whole
+        environment. Its process group is killed after `kill_after` seconds. A non-zero exit
+        or the time limit raises HookFailed with the output.
+        """
+        name = f"command {os.fspath(argv[0])}"
+        with scratch_folder() as scratch:
+            finished = await run_checked(
+                name,
+                [os.fspath(arg) for arg in argv],
+                env={**base_env(), **(env or {})},
+                cwd=cwd,
+                kill_after=kill_after,
+                scratch=scratch,
+            )
+        return finished.output
