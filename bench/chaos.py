@@ -49,6 +49,7 @@ from typing import Any
 import yaml
 from _cli import positive  # bench/ is on sys.path when a script runs (tests put it there)
 
+from wodmail.dev.processes import stop_process
 from wodmail.dev.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
 from wodmail.dev.standins._base import StandinRequest
 from wodmail.dev.standins.mail_clients import send_smtplib
@@ -242,12 +243,8 @@ class Server:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            stop_process(self.process, grace=60)
 
 
 def send_until_acknowledged(port: int, order: Planned, stop: threading.Event) -> int | None:

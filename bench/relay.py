@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from typing import Any
 import yaml
 from _cli import positive  # bench/ is on sys.path when a script runs
 
+from wodmail.dev.processes import stop_subprocess
 from wodmail.dev.standins.smarthost import Smarthost, free_port
 from wodmail.relay.outbox import list_outbox
 
@@ -122,8 +122,7 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
                 break
         delivered_s = max(smarthost.arrived.values(), default=start) - start
     finally:
-        process.send_signal(signal.SIGTERM)
-        await process.wait()
+        await stop_subprocess(process, grace=60)
         smarthost.stop()
     latencies = sorted(
         (smarthost.arrived[f"p{n}@example.com"] - at) * 1000

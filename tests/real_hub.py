@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 from jupyterhub.proxy import Proxy
 from jupyterhub.spawner import Spawner
 from traitlets import Bool, Unicode
+
+from wodmail.dev.processes import stop_process
 
 START_TIMEOUT = 90.0  # a hub starts in 2-5 s; generous for a loaded 2-core machine
 HOLD_POLL_SECONDS = 0.05
@@ -165,14 +166,8 @@ class RealHub:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, grace=10)
 
 
 def _config(work: Path, api_port: int, hub: RealHub) -> str:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from wodmail.dev.processes import stop_process
+
 SUFFIX = "dc=example,dc=org"
 MANAGER_DN = "cn=Directory Manager"
 MANAGER_PASSWORD = "manager-secret"
@@ -173,9 +175,4 @@ def slapd_server(tmp_path: Path) -> Iterator[Slapd]:
         _wait_listening(process, port, log_file)
         yield Slapd(host="127.0.0.1", port=port)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=10)

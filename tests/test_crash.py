@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from wodmail.dev.processes import stop_process
 from wodmail.dev.standins.mail_clients import send_smtplib
 from wodmail.journal.jobs import JobState
 from wodmail.journal.store import JournalReader
@@ -86,8 +87,7 @@ def test_order_survives_sigkill_after_250(tmp_path: Path, notebooks: Path):
                 break
             time.sleep(0.05)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=20)
+        stop_process(server, grace=20)
     # It ran again: this sandbox has no student homes, so the real lifecycle fails it, saying so.
     assert job.state is JobState.FAILED
     assert "no home for student7" in (job.reason or "")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 import yaml
 
 from wodmail.config import Config
+from wodmail.dev.processes import stop_process
 from wodmail.dev.sandbox import SAMPLE_WORKSHOP, Sandbox, make_sandbox
 
 STUDENT = 1
@@ -112,11 +112,7 @@ def run_demo(*, keep: bool = False, config: Config | None = None) -> int:
         _run([wodmail, "jobs", "--config", str(config_path)])
         status = created or cleaned
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server, grace=30)
         sandbox.close()
         if keep:
             print(f"\n# kept {root}")

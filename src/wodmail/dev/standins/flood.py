@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from wodmail.dev.processes import stop_process
 from wodmail.dev.standins.mail_clients import send_smtplib
 
 OUTSIDE_ADDRESS = "127.0.0.2"
@@ -75,12 +75,7 @@ def serve(
     try:
         yield Server(process, _listening_port(log, process), log)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=60)
 
 
 def raise_own_file_limit(wanted: int) -> bool:
