@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _cli import positive  # noqa: E402
 
-from wod_installation import VAULT_PASSWORD, build_installation  # noqa: E402
+from support.wod_installation import VAULT_PASSWORD, build_installation  # noqa: E402
 from wodmail.config import parse_config  # noqa: E402
 from wodmail.lifecycle.backend import Backend  # noqa: E402
 from wodmail.lifecycle.workshop import local_workshop  # noqa: E402

@@ -12,8 +12,10 @@ from wodmail.config import Config, parse_config
 from wodmail.dispatch.dispatcher import Runner, noop_runner
 from wodmail.service import Daemon
 
-# e2e.py is also a fixture plugin (`pytest_plugins = ["e2e"]`) imported by test modules.
-pytest.register_assert_rewrite("e2e")
+# The helpers of tests/support (tests/ is on sys.path: this conftest's folder). Their
+# fixtures are registered here once, for every test module.
+pytest.register_assert_rewrite("support")
+pytest_plugins = ["support.e2e", "support.standin_fixtures", "support.slapd_fixture"]
 
 WORKSHOPS = ("WKSHP-API101", "WKSHP-K8S101", "WKSHP-OneView", "WKSHP-Docker101")
 

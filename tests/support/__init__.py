@@ -1,0 +1,1 @@
+"""Helpers shared by the tests; fixture plugins are registered in tests/conftest.py."""
