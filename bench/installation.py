@@ -1,6 +1,6 @@
 """What reading a WoD installation costs: once at start and on reload, and per order.
 
-Builds the tests' installation tree (tests/wod_installation.py) in a temp folder, then
+Builds the tests' installation tree (tests/support/wod_installation.py) in a temp folder, then
 prints the time to load the config with its `installation` block (wod.sh sourced by bash,
 inventories, group_vars, -e files, facts), and the time of the per-order part
 (`Backend.renderer`: the workshop's variables files plus a per-student pass file with 3

@@ -5,7 +5,7 @@ the retry deadline after the participant was told `active`.
 What is asserted is what a participant or an admin notices: the order's outcome and reason,
 the portal's record, and that `active` reached the portal exactly once. Client-level cases
 (connection refused, 401 and re-login, tokens dead on arrival, 403 scopes) are in
-tests/test_portal.py and tests/test_hub.py; tokens expiring mid-order and the portal down
+tests/peers/test_portal.py and tests/peers/test_hub.py; tokens expiring mid-order and the portal down
 for a while in tests/test_lifecycle_e2e.py.
 """
 

@@ -5,7 +5,7 @@ sent `active` twice, and overwrote a CLEANUP's completion figure with 0).
 The daemon runs in-process on a sandbox (real files, real `chpasswd -R` on a sandbox root,
 stand-in portal and hub over loopback) and is stopped with no grace mid-order, which cancels
 the order where it stands, as a crash would leave it (the SIGKILL version of this is
-tests/test_crash_stream.py). A stand-in holds one chosen request until the test releases it,
+tests/e2e/test_crash_stream.py). A stand-in holds one chosen request until the test releases it,
 so the interruption lands at a known step.
 """
 

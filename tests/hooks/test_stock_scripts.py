@@ -4,7 +4,7 @@ variables exported (accessToken, WODAPIDBEXTURL, stdid, wid, w ...), so a create
 that sources a functions.sh, asks the API-DB with $accessToken and vaults per-student
 variables with ansible-vault sees those variables reach the student's notebook.
 
-Everything is real: an installation tree of our own (tests/wod_installation.py), the
+Everything is real: an installation tree of our own (tests/support/wod_installation.py), the
 stand-in API-DB and hub on loopback, bash, curl, jq and ansible-vault from ansible-core.
 """
 

@@ -1,6 +1,6 @@
 """Differential test: `wodmail render` on a WoD installation against ansible-playbook on it.
 
-On one installation tree of our own (tests/wod_installation.py: wod.sh with WODANSPLAYOPT /
+On one installation tree of our own (tests/support/wod_installation.py: wod.sh with WODANSPLAYOPT /
 WODANSPRIVOPT, backend inventory and group_vars, wod-install's group_vars/all.yml, private
 inventory, group_vars and generated/<group>, /etc/wod.yml, a vault secret), with public
 and private `variables_<W>.yml`, a vaulted per-student HTTPPORT written by

@@ -1,6 +1,6 @@
 """A stand-in for JupyterHub's REST API (the parts wodmail uses), over real HTTP on loopback.
 
-Answers as JupyterHub 6.1.1 does (measured; tests/test_hub_real.py runs the real one):
+Answers as JupyterHub 6.1.1 does (measured; tests/e2e/test_hub_real.py runs the real one):
 - `POST /hub/api/users/{name}/server`: 201; 202 when the spawn is slow (and again while it is
   pending); 400 "{name} is already running"; 400 "{name} is pending stop" while stopping.
 - `DELETE` the same: 204, also for a server that is not running (`stop_not_running_status=400`
