@@ -5,8 +5,8 @@ the retry deadline after the participant was told `active`.
 What is asserted is what a participant or an admin notices: the order's outcome and reason,
 the portal's record, and that `active` reached the portal exactly once. Client-level cases
 (connection refused, 401 and re-login, tokens dead on arrival, 403 scopes) are in
-tests/peers/test_portal.py and tests/peers/test_hub.py; tokens expiring mid-order and the portal down
-for a while in tests/test_lifecycle_e2e.py.
+tests/peers/test_portal.py and tests/peers/test_hub.py; tokens expiring mid-order and the
+portal down for a while in tests/e2e/test_lifecycle_e2e.py.
 """
 
 from __future__ import annotations
