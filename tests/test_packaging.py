@@ -1,7 +1,9 @@
-"""The package as pip builds it: no setuptools warnings, every data file shipped."""
+"""The package as pip builds it: no setuptools warnings, every data file and layer shipped,
+and `wodmail demo` working from the wheel alone."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,28 +12,66 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.paths import REPO as ROOT
+
+LAYERS = ("dev", "dev/standins", "dispatch", "hooks", "host", "installation", "intake",
+          "journal", "lifecycle", "peers", "relay", "status", "templating", "workshops")
 
 
-def test_wheel_builds_quietly_with_its_data(tmp_path: Path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel pip builds from a copy of the checkout, and pip's output."""
     # A copy: pip builds in the source tree (build/, *.egg-info) and the checkout stays clean.
-    source = tmp_path / "src"
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "*_cache", ".hypothesis", "build", "*.egg-info", "__pycache__"))
+        ".venv*", ".git", "*_cache", ".hypothesis", "build", "*.egg-info", "__pycache__"))
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(source)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(work), str(source)],
         capture_output=True, text=True, timeout=600, check=False,
     )
     if built.returncode != 0 and "Could not find a version" in built.stderr:
         pytest.skip(f"pip cannot fetch the build backend: {built.stderr.strip()[-200:]}")
     assert built.returncode == 0, built.stderr
-    output = built.stdout + built.stderr
+    [found] = work.glob("wodmail-*.whl")
+    return found, built.stdout + built.stderr
+
+
+def test_wheel_builds_quietly_with_its_data(wheel: tuple[Path, str]):
+    path, output = wheel
     assert "would be ignored" not in output and "is absent from the" not in output, output
-    [wheel] = tmp_path.glob("wodmail-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    names = set(zipfile.ZipFile(path).namelist())
     for data in ("wodmail/sample/vars.yml", "wodmail/sample/skel/.bashrc",
                  "wodmail/sample/notebooks/WKSHP-Sample101/0-ReadMeFirst.ipynb",
                  "wodmail/sample/notebooks/WKSHP-Sample101/pictures/wod-logo.png",
                  "wodmail/templates/jupyterlab-workspace.json.j2",
-                 "wodmail/workshops/docker101.py"):
+                 "wodmail/templates/status.html.j2",
+                 "wodmail/workshops/docker101.py",
+                 "wodmail/__main__.py"):
         assert data in names
+    for layer in LAYERS:
+        assert f"wodmail/{layer}/__init__.py" in names, f"layer {layer} is not in the wheel"
+
+
+def test_the_demo_runs_from_the_wheel_alone(wheel: tuple[Path, str], tmp_path: Path):
+    # The wheel unpacked on PYTHONPATH, ahead of the checkout's editable install; the
+    # dependencies come from the test environment. The demo's own subprocesses (wodmail
+    # serve, wodmail-test) inherit PYTHONPATH, so they run the wheel's code too.
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile",
+         "--target", str(target), str(wheel[0])],
+        check=True, capture_output=True, timeout=300,
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import wodmail.dev.demo as d; print(d.__file__)"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert where.startswith(str(target)), where
+    demo = subprocess.run(
+        [sys.executable, "-m", "wodmail", "demo"], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "# demo succeeded" in demo.stdout
