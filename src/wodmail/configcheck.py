@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from wodmail.config import Config, load_base_variables, provenance
 from wodmail.errors import WodmailError
-from wodmail.relay.outbox import order_recipients
+from wodmail.relay.routing import order_recipients
 from wodmail.userdb import UserDb
 
 Status = Literal["ok", "warn", "FAIL"]

@@ -20,7 +20,8 @@ from wodmail.intake.handler import IntakeHandler
 from wodmail.intake.loopguard import LoopErrors
 from wodmail.intake.smtp import SessionFactory, create_server_factory
 from wodmail.journal.store import Journal
-from wodmail.relay.outbox import OrderMailbox, Relay, order_recipients, relay_hostname
+from wodmail.relay.routing import OrderMailbox, order_recipients, relay_hostname
+from wodmail.relay.sender import Relay
 from wodmail.status.listener import StatusServer
 from wodmail.status.systemd import Notifier, inherited_sockets, watchdog_interval
 

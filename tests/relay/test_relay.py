@@ -29,13 +29,9 @@ from wodmail.dev.standins.mail_clients import send_portal_style
 from wodmail.dev.standins.smarthost import HungSmarthost, Smarthost, make_certificate
 from wodmail.journal.jobs import JobState
 from wodmail.journal.store import JournalReader
-from wodmail.relay.outbox import (
-    OrderMailbox,
-    default_order_recipients,
-    list_outbox,
-    prepare_message,
-    relay_hostname,
-)
+from wodmail.relay.delivery import prepare_message
+from wodmail.relay.outbox import list_outbox
+from wodmail.relay.routing import OrderMailbox, default_order_recipients, relay_hostname
 
 PASSWORD = "Pw-7hX3kq9TzR"
 CREDENTIALS_BODY = (

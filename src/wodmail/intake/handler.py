@@ -22,7 +22,7 @@ from wodmail.intake.parse import looks_like_order, parse_order
 from wodmail.intake.redact import headers_only
 from wodmail.journal.store import Arrival, Journal
 from wodmail.orders import Order, OrderRules, Rejection
-from wodmail.relay.outbox import Relay
+from wodmail.relay.sender import Relay
 
 log = structlog.get_logger(__name__)
 

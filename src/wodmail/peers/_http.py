@@ -1,4 +1,5 @@
-"""What the portal and hub clients share: one timed, logged request, and reading odd bodies.
+"""What the portal and hub clients share: their construction checks, one timed, logged request,
+and reading odd bodies.
 
 Transport failures (refused, reset, timed out) become `PeerUnavailable`; statuses are left
 to each client, which knows what they mean for its peer. Logs carry method, path, status
@@ -15,7 +16,8 @@ import httpx
 import structlog
 
 from wodmail import metrics
-from wodmail.errors import PeerUnavailable
+from wodmail.errors import ConfigurationError, PeerUnavailable
+from wodmail.logs import register_secret
 
 log = structlog.get_logger(__name__)
 
@@ -90,9 +92,47 @@ def _shorten(text: str) -> str:
 
 
 class ClientBase:
-    """What both peer clients share: one `httpx.AsyncClient`, usable with `async with`."""
+    """What both peer clients share: the checks of their settings, and one
+    `httpx.AsyncClient` on the peer's base URL, usable with `async with`."""
 
-    _http: httpx.AsyncClient
+    def __init__(
+        self,
+        peer: str,
+        base_url: str,
+        *,
+        credential: str,
+        credential_name: str,
+        secret: str,
+        timeout: float,
+        positive: dict[str, float] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Checks the settings both peers have, then opens the client on `_root(base_url)`.
+
+        `peer` names the peer in the messages ("portal URL must start with ...", "portal user
+        is empty"); `credential` must not be empty; `timeout` and the client's own settings in
+        `positive` must be above 0 (one ValueError names them all); `secret` is registered so
+        that no log shows it. Every request asks for JSON, with `headers` besides."""
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"{peer} URL must start with http:// or https://, got {base_url!r}"
+            )
+        if not credential:
+            raise ConfigurationError(f"{peer} {credential_name} is empty")
+        settings = {"timeout": timeout, **(positive or {})}
+        if any(value <= 0 for value in settings.values()):
+            raise ValueError(f"{' and '.join(settings)} must be positive")
+        register_secret(secret, permanent=True)
+        self._base_url = self._root(base_url)
+        self._http = httpx.AsyncClient(
+            base_url=self._base_url,
+            timeout=timeout,
+            headers={**(headers or {}), "Accept": "application/json"},
+        )
+
+    def _root(self, base_url: str) -> str:
+        """The URL the request paths are relative to."""
+        return base_url.rstrip("/")
 
     async def __aenter__(self) -> Self:
         return self

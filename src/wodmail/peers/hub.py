@@ -30,8 +30,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from wodmail.errors import ConfigurationError, PeerMisconfigured, PeerRefused, PeerUnavailable
-from wodmail.logs import register_secret
+from wodmail.errors import PeerMisconfigured, PeerRefused, PeerUnavailable
 from wodmail.peers._http import ClientBase, describe_body, send
 
 log = structlog.get_logger(__name__)
@@ -70,23 +69,17 @@ class HubClient(ClientBase):
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"JupyterHub URL must start with http:// or https://, got {base_url!r}"
-            )
-        if not token:
-            raise ConfigurationError("JupyterHub token is empty")
-        if timeout <= 0 or poll_seconds <= 0:
-            raise ValueError("timeout and poll_seconds must be positive")
-        register_secret(token, permanent=True)
-        self._base_url = base_url.rstrip("/").removesuffix("/hub/api")
+        super().__init__(
+            "JupyterHub", base_url, credential=token, credential_name="token", secret=token,
+            timeout=timeout, positive={"poll_seconds": poll_seconds},
+            headers={"Authorization": f"token {token}"},
+        )
         self._poll_seconds = poll_seconds
         self._token_good_until = 0.0
-        self._http = httpx.AsyncClient(
-            base_url=self._base_url,
-            timeout=timeout,
-            headers={"Authorization": f"token {token}", "Accept": "application/json"},
-        )
+
+    def _root(self, base_url: str) -> str:
+        """Without `/hub/api` too: WODBEAPIURL may end with it, and the paths carry it."""
+        return super()._root(base_url).removesuffix("/hub/api")
 
     # -- the calls the lifecycle makes -------------------------------------------------------
 

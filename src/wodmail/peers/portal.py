@@ -18,8 +18,7 @@ import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from wodmail.errors import ConfigurationError, PeerMisconfigured, PeerRefused, PeerUnavailable
-from wodmail.logs import register_secret
+from wodmail.errors import PeerMisconfigured, PeerRefused, PeerUnavailable
 from wodmail.peers._http import ClientBase, describe_body, send
 
 log = structlog.get_logger(__name__)
@@ -142,21 +141,12 @@ class PortalClient(ClientBase):
         token_ttl: float = 180.0,
         workshops_cache_seconds: float = 30.0,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"portal URL must start with http:// or https://, got {base_url!r}"
-            )
-        if not user:
-            raise ConfigurationError("portal user is empty")
-        if timeout <= 0 or token_ttl <= 0:
-            raise ValueError("timeout and token_ttl must be positive")
-        register_secret(password, permanent=True)
-        self._base_url = base_url.rstrip("/")
+        super().__init__(
+            "portal", base_url, credential=user, credential_name="user", secret=password,
+            timeout=timeout, positive={"token_ttl": token_ttl},
+        )
         self._user = user
         self._password = password
-        self._http = httpx.AsyncClient(
-            base_url=self._base_url, timeout=timeout, headers={"Accept": "application/json"}
-        )
         self._token: str | None = None
         self._token_issued_at = 0.0
         self._renew_after = token_ttl - min(MAX_RENEWAL_MARGIN, token_ttl / 5)
