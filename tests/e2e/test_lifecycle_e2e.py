@@ -140,14 +140,21 @@ async def test_cleanup_of_a_reset_workshop_keeps_the_home(tmp_path, backend):
 
 
 def reset_handler(folder: Path, record: Path) -> None:
+    """A handler module whose reset hook writes down each run: student, password, target."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sample_reset.py").write_text(textwrap.dedent(f"""
-        from pathlib import Path
+        import json
         WORKSHOPS = ("{WS}",)
 
         async def reset(ctx):
-            Path({str(record)!r}).write_text(",".join(map(str, ctx.students)))
+            with open({str(record)!r}, "a") as out:
+                out.write(json.dumps([ctx.student, ctx.students, ctx.password, ctx.target]))
+                out.write("\\n")
     """))
+
+
+def reset_runs(record: Path) -> list[list]:
+    return [json.loads(line) for line in record.read_text().splitlines()]
 
 
 @needs_root
@@ -166,7 +173,8 @@ async def test_reset_range(tmp_path, sandbox):
     finally:
         box.close()
     assert job.state is JobState.DONE, job.reason
-    assert record.read_text() == "2,3,4"
+    # Once per student, as procmail-action.sh's RESET loop ran the reset scripts.
+    assert [run[:2] for run in reset_runs(record)] == [[2, [2]], [3, [3]], [4, [4]]]
     assert portal_writes(box) == [
         ("PUT", api("workshop/1"), {"capacity": 3}),
         ("PUT", api("student/102"), {"assigned": False}),
@@ -175,6 +183,47 @@ async def test_reset_range(tmp_path, sandbox):
     ]
     for n in (2, 3, 4):
         assert not (box.home(n) / "work.txt").exists()
+
+
+@needs_root
+@pytest.mark.parametrize("appliance", ["monoappliance", "multiappliance"])
+async def test_reset_gives_each_student_its_new_password_and_target(tmp_path, appliance):
+    # The defect: RESET ran the reset scripts without randompw (so the stock
+    # reset-appliance.sh ran `echo studentN: | sudo chpasswd` and the previous participant's
+    # password kept working on the appliance), and a range got no WODRTARGET at all.
+    box = make_sandbox(tmp_path / "r", students=range(1, 11), base_id=BASE,
+                       workshop_fields={"reset": True, appliance: True})
+    record = tmp_path / "reset-runs"
+    reset_handler(tmp_path / "handlers", record)
+    make_script(tmp_path / "scripts", f"reset-{WS}.sh", """\
+        echo "stdid=$stdid target=${WODRTARGET:-none} pw=${randompw:+set}"
+    """)
+    config = box.config(handlers={"private": str(tmp_path / "handlers")},
+                        scripts={"private": str(tmp_path / "scripts")},
+                        vars={f"IP-{WS}": "192.0.2.10"})
+    try:
+        wod = await Backend2E(box, config).start()
+        ranged = await wod.order("RESET 2,4 0", WS)
+        single = await wod.order("RESET 6 0", WS)
+        await wod.stop()
+        runs = reset_runs(record)
+        assert ranged.state is JobState.DONE, ranged.reason
+        assert single.state is JobState.DONE, single.reason
+        assert [run[0] for run in runs] == [2, 3, 4, 6]
+        for student, _, password, _ in runs:
+            assert password and shadow_matches(box.accounts_root, f"student{student}", password)
+        assert len({run[2] for run in runs}) == 4
+    finally:
+        box.close()
+    # The mono appliance is the same for everyone; a multi appliance's last octet moves with
+    # the student (range 1..10: student N gets .10 + N - 1).
+    expected = {n: "192.0.2.10" if appliance == "monoappliance" else f"192.0.2.{9 + n}"
+                for n in (2, 3, 4, 6)}
+    assert [run[3] for run in runs] == [expected[n] for n in (2, 3, 4, 6)]
+    outputs = [hook["output"] for job in (ranged, single) for hook in job.result["hooks"]
+               if hook["name"].startswith("script ")]
+    assert [line.strip() for line in outputs] == [
+        f"stdid={n} target={expected[n]} pw=set" for n in (2, 3, 4, 6)]
 
 
 @needs_root
@@ -220,7 +269,7 @@ async def test_reset_waits_for_cleaned_without_blocking_other_students(tmp_path)
     finally:
         box.close()
     assert reset.state is JobState.DONE, reset.reason
-    assert (tmp_path / "record").read_text() == "5"
+    assert [run[0] for run in reset_runs(tmp_path / "record")] == [5]
 
 
 @needs_root

@@ -42,10 +42,11 @@ after the script itself exits are not waited for.
 
 A script's environment is not the daemon's (which may hold secrets): it is PATH, HOME and
 LANG from the daemon, USER and LOGNAME of the account the daemon runs as (the stock
-`create-appliance.sh` uses `$USER`), and the procmail API's variables: `stdid` (N; for a
-RESET range, its first student, as the procmail API left it), `w` (W), `ws` (WS), `wid`
-(the API-DB workshop id, when known), `stddir` (HOME), `randompw` (only when a password
-was generated), `WODRTARGET` (only when the workshop has an appliance), and one addition:
+`create-appliance.sh` uses `$USER`), and the procmail API's variables: `stdid` (N: a
+RESET range runs the reset hooks once per student, as procmail-action.sh's loop did), `w`
+(W), `ws` (WS), `wid` (the API-DB workshop id, when known), `stddir` (HOME), `randompw` (the
+student's new password: CREATE, CLEANUP and RESET), `WODRTARGET` (only when the workshop has
+an appliance: the student's own on a multi-appliance workshop), and one addition:
 
 `WODMAIL_VARS_FILE`: an empty file the script may write `KEY=VALUE` lines to (blank lines
 and `#` comments allowed, quotes around a value removed). They become per-student template

@@ -24,13 +24,13 @@ class HookContext:
     """What a hook knows about the order it runs for; `student_vars` is what it may write."""
 
     student: int | None
-    """N; None for a RESET range (see `students`)."""
+    """N. A RESET range runs the reset hooks once per student, as procmail-action.sh did."""
     workshop: str
     """W as ordered: `WKSHP-x` or `CHLG-x`."""
     content: str
     """WS, the content folder (`CHLG-` mapped to `WKSHP-`)."""
     students: list[int] = field(default_factory=list)
-    """Every student the order covers: [N], or MIN..MAX for a RESET range."""
+    """[N]: the students this run of the hooks is for."""
     workshop_id: int | None = None
     """The workshop's API-DB id (None when only a local wod.yml describes it)."""
     record: Mapping[str, Any] = field(default_factory=dict, repr=False)

@@ -119,8 +119,10 @@ class OrderRun:
             self.result["warnings"] = list(workshop.warnings)
         return workshop
 
-    async def target(self, workshop: Workshop, student: int) -> str | None:
-        return await self.step("appliance-target", lambda: _now(self._target(workshop, student)))
+    async def target(
+        self, workshop: Workshop, student: int, *, step: str = "appliance-target"
+    ) -> str | None:
+        return await self.step(step, lambda: _now(self._target(workshop, student)))
 
     def _target(self, workshop: Workshop, student: int) -> str | None:
         renderer = Renderer(self.backend.base_vars)
@@ -172,6 +174,7 @@ class OrderRun:
         password: str | None = None,
         target: str | None = None,
         once: bool = True,
+        step: str | None = None,
     ) -> None:
         backend = self.backend
         if not backend.hooks.has(phase, workshop.content):
@@ -208,7 +211,7 @@ class OrderRun:
             self.result.setdefault("hooks", []).extend(runs)
             return runs
 
-        await self.step(f"hooks {phase}", run_hooks, once=once)
+        await self.step(step or f"hooks {phase}", run_hooks, once=once)
         if student is not None:
             backend.student_vars.save(student, workshop.content, ctx.student_vars)
 
@@ -515,7 +518,11 @@ async def reset(order: OrderRun) -> None:
       once.
     - set-password: once per student (each gets a new password nobody is told about; a
       re-run leaves those already changed alone).
-    - reset hook, each portal call, wipe, end-processes: once.
+    - reset hooks: once per student, as procmail-action.sh's RESET loop ran them: each with
+      that student's `stdid`, appliance target and new password (`randompw`), so the reset
+      scripts set it on the appliance. A re-run after a student's set-password but before
+      its hooks hands the hooks a fresh password: both are unknown to anyone.
+    - each portal call, wipe, end-processes: once.
     """
     await order.wait_cleaned()
     workshop = await order.workshop()
@@ -530,14 +537,20 @@ async def reset(order: OrderRun) -> None:
     if len(students) > 1:
         await _range_capacity(order, workshop, students)
     for account in accounts:
-        password = order.backend.new_password()
-        await order.set_password(workshop, account.student, password)
-    target = await order.target(workshop, students[0]) if len(students) == 1 else None
-    await order.hooks("reset", workshop, students, target=target)
+        await _reset_one(order, workshop, account.student, ranged=len(students) > 1)
     for account in accounts:
         await order.update_student(account.student, assigned=False)
         await order.wipe(account)
         await order.end_processes(account)
+
+
+async def _reset_one(order: OrderRun, workshop: Workshop, student: int, *, ranged: bool) -> None:
+    password = order.backend.new_password()
+    await order.set_password(workshop, student, password)
+    suffix = f" student{student}" if ranged else ""
+    target = await order.target(workshop, student, step=f"appliance-target{suffix}")
+    await order.hooks("reset", workshop, [student], password=password, target=target,
+                      step=f"hooks reset{suffix}")
 
 
 async def _range_capacity(order: OrderRun, workshop: Workshop, students: list[int]) -> None:
