@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wodmail.config import Config, load_config
+from wodmail.config import Config, describe_location, load_config
 from wodmail.errors import ConfigurationError, WodmailError
 from wodmail.journal.jobs import Job, JobState
 from wodmail.journal.store import JournalAdmin, JournalReader
@@ -43,7 +43,8 @@ def _common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     default: Any = None if top else argparse.SUPPRESS
     parser.add_argument(
         "--config", "-c", type=Path, default=default, metavar="FILE",
-        help="YAML config file (default: $WODMAIL_CONFIG, else the embedded defaults)",
+        help="YAML config file (default: $WODMAIL_CONFIG, else /etc/wodmail/wodmail.yml when it "
+        "exists, else the embedded defaults; without --config the command says which it used)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                         help="debug logs on stderr (secrets stay masked)")
@@ -456,8 +457,12 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    # The demo runs on its own sandbox: only an explicit --config (or $WODMAIL_CONFIG) joins it.
+    discover = args.command != "demo"
     try:
-        config = load_config(args.config)
+        if args.config is None and args.command not in ("serve", "demo"):
+            print(f"wodmail: {describe_location(discover=discover)}", file=sys.stderr)
+        config = load_config(args.config, discover=discover)
         return COMMANDS[args.command](config, args)
     except ConfigurationError as exc:
         for line in str(exc).splitlines():  # one line per problem, each naming file and key

@@ -408,10 +408,35 @@ def yaml_error_line(exc: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-def load_config(path: Path | str | None = None) -> Config:
-    """Reads the config from `path`, else $WODMAIL_CONFIG, else embedded defaults."""
-    if path is None:
-        path = os.environ.get(CONFIG_ENV) or None
+SYSTEM_CONFIG = Path("/etc/wodmail/wodmail.yml")
+
+
+def config_location(
+    path: Path | str | None = None, *, discover: bool = True
+) -> tuple[Path | None, str]:
+    """The config file an admin command reads, and why: `path` (--config), else
+    $WODMAIL_CONFIG, else /etc/wodmail/wodmail.yml when it exists (the daemon's, as the
+    README installs it), else none: the built-in defaults."""
+    if path is not None:
+        return Path(path), "--config"
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV]), f"${CONFIG_ENV}"
+    if discover and SYSTEM_CONFIG.is_file():
+        return SYSTEM_CONFIG, "the daemon's config"
+    return None, "no config file"
+
+
+def describe_location(path: Path | str | None = None, *, discover: bool = True) -> str:
+    """One line for an admin: which config a command without --config used."""
+    found, why = config_location(path, discover=discover)
+    if found is None:
+        return f"no config file ({CONFIG_ENV} unset, no {SYSTEM_CONFIG}): the built-in defaults"
+    return f"config {found} ({why})"
+
+
+def load_config(path: Path | str | None = None, *, discover: bool = True) -> Config:
+    """Reads the config found by `config_location`, else the embedded defaults."""
+    path, _why = config_location(path, discover=discover)
     if path is None:
         return Config()
     path = Path(path)

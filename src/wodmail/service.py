@@ -142,6 +142,7 @@ class Daemon:
             port=self.port,
             journal=str(config.journal_path()),
             inherited=self._inherited,
+            config=str(config.source or "(embedded defaults)"),
         )
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         await self._start_status()

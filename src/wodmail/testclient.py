@@ -17,7 +17,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from wodmail.cli import render_job
-from wodmail.config import Config, load_base_variables, load_config
+from wodmail.config import Config, describe_location, load_base_variables, load_config
 from wodmail.errors import ConfigurationError, WodmailError
 from wodmail.journal.store import JournalReader
 
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("workshop", help="e.g. WKSHP-API101 or CHLG-API101")
     parser.add_argument("range", nargs="?", help="MIN or MIN,MAX (default: students.min)")
     parser.add_argument("--config", "-c", type=Path, default=None, metavar="FILE",
-                        help="the daemon's config (default: $WODMAIL_CONFIG, else the defaults)")
+                        help="the daemon's config (default: $WODMAIL_CONFIG, else "
+                        "/etc/wodmail/wodmail.yml when it exists, else the defaults)")
     parser.add_argument("--host", default=None, help="default: listen.host of the config")
     parser.add_argument("--port", type=int, default=None, help="default: listen.port")
     parser.add_argument("--sender", default=None,
@@ -134,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verb not in VERBS:
             raise UsageError(f"VERB must be one of {', '.join(VERBS)}, not {args.verb!r}")
+        if args.config is None:
+            print(f"wodmail-test: {describe_location()}", file=sys.stderr)
         config = load_config(args.config)
         low, high = parse_range(args.range, config)
         mails = plan_mails(args.verb, args.workshop, low, high)

@@ -195,3 +195,63 @@ def test_demo_config_keeps_the_admins_settings_but_never_their_accounts(tmp_path
     assert data["accounts"]["root"] == str(box.accounts_root)
     assert data["listen"]["port"] == 12345
     parse_config(data)  # valid as a whole
+
+
+# -- which config an admin command reads -------------------------------------------------------
+
+
+def _jobs_without_config(monkeypatch, capsys, tmp_path, system_config):
+    monkeypatch.delenv("WODMAIL_CONFIG", raising=False)
+    monkeypatch.setattr("wodmail.config.SYSTEM_CONFIG", system_config)
+    code = cli.main(["jobs"])
+    return code, capsys.readouterr()
+
+
+def test_admin_commands_read_the_daemons_config_when_it_exists(monkeypatch, capsys, tmp_path):
+    # No --config and no $WODMAIL_CONFIG: /etc/wodmail/wodmail.yml, as the README installs
+    # it, is the config of `wodmail`, so `wodmail jobs` finds the daemon's journal.
+    system = tmp_path / "etc-wodmail" / "wodmail.yml"
+    system.parent.mkdir()
+    system.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state")}))
+    code, out = _jobs_without_config(monkeypatch, capsys, tmp_path, system)
+    assert f"wodmail: config {system} (the daemon's config)" in out.err
+    # It read that file: the journal it looked for is under the file's state_dir.
+    assert code == 1 and str(tmp_path / "state") in out.err
+
+
+def test_without_any_config_file_the_command_says_it_runs_on_the_defaults(
+    monkeypatch, capsys, tmp_path
+):
+    code, out = _jobs_without_config(monkeypatch, capsys, tmp_path, tmp_path / "none.yml")
+    assert "no config file (WODMAIL_CONFIG unset" in out.err
+    assert "the built-in defaults" in out.err
+
+
+def test_wodmail_config_wins_over_the_daemons_config(monkeypatch, capsys, tmp_path):
+    system = tmp_path / "system.yml"
+    system.write_text("state_dir: /nonexistent/system\n")
+    chosen = tmp_path / "chosen.yml"
+    chosen.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "chosen-state")}))
+    monkeypatch.setenv("WODMAIL_CONFIG", str(chosen))
+    monkeypatch.setattr("wodmail.config.SYSTEM_CONFIG", system)
+    cli.main(["jobs"])
+    err = capsys.readouterr().err
+    assert f"config {chosen} ($WODMAIL_CONFIG)" in err
+    assert "chosen-state" in err and "/nonexistent/system" not in err
+
+
+def test_wodmail_test_sends_as_the_daemons_allowed_sender_without_config(
+    monkeypatch, capsys, tmp_path
+):
+    # The switch-day failure: `wodmail-test CREATE ...` without --config used the defaults
+    # and was refused `550 sender not allowed: wodmail-test@localhost`.
+    system = tmp_path / "wodmail.yml"
+    system.write_text(yaml.safe_dump({"allowed_senders": ["wod@portal.example.org"],
+                                      "listen": {"host": "127.0.0.1", "port": 1}}))
+    monkeypatch.delenv("WODMAIL_CONFIG", raising=False)
+    monkeypatch.setattr("wodmail.config.SYSTEM_CONFIG", system)
+    from wodmail.config import load_config
+
+    assert testclient.default_sender(load_config()) == "wod@portal.example.org"
+    testclient.main(["CREATE", "WKSHP-API101", "3"])  # nothing listens on port 1
+    assert f"wodmail-test: config {system} (the daemon's config)" in capsys.readouterr().err
