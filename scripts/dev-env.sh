@@ -9,14 +9,19 @@ venv=${WODMAIL_VENV:-$root/.venv}
 py=${PYTHON:-python3}
 if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q --upgrade pip >"$venv/pip-install.log" 2>&1 \
+    || { cat "$venv/pip-install.log" >&2; exit 1; }
 fi
 stamp="$venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)-${1:-base}"
 if [ ! -f "$stamp" ]; then
-  if [ "${1:-base}" = test ]; then
-    "$venv/bin/pip" install -q -e "$root[test]"
-  else
-    "$venv/bin/pip" install -q -e "$root"
+  target="$root"
+  [ "${1:-base}" = test ] && target="$root[test]"
+  # pip and setuptools chat (the editable-install banner) on stderr: kept in a log, shown
+  # only when the install fails.
+  log="$venv/pip-install.log"
+  if ! "$venv/bin/pip" install -q -e "$target" >"$log" 2>&1; then
+    cat "$log" >&2
+    exit 1
   fi
   touch "$stamp"
 fi

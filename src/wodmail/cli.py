@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import re
 import sys
@@ -440,6 +441,10 @@ def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
     return run_demo(keep=args.keep, config=config if args.config else None)
 
 
+# Without -v: the daemon and the demo log their events; check-config's report says all it
+# found (a log line before it would only repeat it); other commands log warnings only.
+QUIET_LEVELS = {"serve": logging.INFO, "demo": logging.INFO, "check-config": logging.CRITICAL}
+
 COMMANDS = {
     "serve": _cmd_serve,
     "render": _cmd_render,
@@ -456,7 +461,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
+    configure_logging(args.verbose, quiet_level=QUIET_LEVELS.get(args.command, logging.WARNING))
     # The demo runs on its own sandbox: only an explicit --config (or $WODMAIL_CONFIG) joins it.
     discover = args.command != "demo"
     try:

@@ -109,9 +109,12 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def configure_logging(verbosity: int = 0, *, stream: Any = None) -> None:
-    """JSON lines on stderr; verbosity 0 = info, 1+ = debug."""
-    level = logging.DEBUG if verbosity > 0 else logging.INFO
+def configure_logging(
+    verbosity: int = 0, *, stream: Any = None, quiet_level: int = logging.INFO
+) -> None:
+    """JSON lines on stderr; verbosity 0 logs from `quiet_level` up (the daemon: info; admin
+    commands, which report on their own: warnings or nothing), 1+ = debug."""
+    level = logging.DEBUG if verbosity > 0 else quiet_level
     processors: Iterable[Any] = (
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

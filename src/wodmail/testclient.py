@@ -8,6 +8,7 @@ result in the journal and prints it (for a CREATE, the student's new password).
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import smtplib
 import sys
@@ -20,6 +21,7 @@ from wodmail.cli import render_job
 from wodmail.config import Config, describe_location, load_base_variables, load_config
 from wodmail.errors import ConfigurationError, WodmailError
 from wodmail.journal.store import JournalReader
+from wodmail.logs import configure_logging
 
 VERBS = ("CREATE", "CLEANUP", "RESET", "PURGE")
 JOB_REPLY = re.compile(rb"job (\d+)")
@@ -132,6 +134,7 @@ def wait_for(config: Config, job_ids: list[int], timeout: float) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(quiet_level=logging.WARNING)  # results are printed; logs only warn
     try:
         if args.verb not in VERBS:
             raise UsageError(f"VERB must be one of {', '.join(VERBS)}, not {args.verb!r}")

@@ -255,3 +255,38 @@ def test_wodmail_test_sends_as_the_daemons_allowed_sender_without_config(
     assert testclient.default_sender(load_config()) == "wod@portal.example.org"
     testclient.main(["CREATE", "WKSHP-API101", "3"])  # nothing listens on port 1
     assert f"wodmail-test: config {system} (the daemon's config)" in capsys.readouterr().err
+
+
+# -- quiet by default --------------------------------------------------------------------------
+
+
+def _installation_config(tmp_path: Path) -> Path:
+    from support.wod_installation import build_installation
+
+    tree = build_installation(tmp_path / "wod")
+    # Nothing listens at the portal, the hub or the daemon's port: each call fails at once.
+    data = tree.config(state_dir=str(tmp_path / "state"), status={"listen": None},
+                       portal={"url": "http://127.0.0.1:1", "user": "u", "password": "p"},
+                       hub={"url": "http://127.0.0.1:1", "token": "t"})
+    path = tmp_path / "wodmail.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_check_config_prints_its_report_and_no_log_lines(capsys, tmp_path):
+    code = cli.main(["check-config", "--config", str(_installation_config(tmp_path))])
+    out = capsys.readouterr()
+    assert code == 1  # the portal and the hub are unreachable: FAIL lines say so
+    assert "FAIL" in out.out and "portal" in out.out
+    assert [line for line in out.err.splitlines() if line.startswith("{")] == []
+    assert out.err.strip().startswith("check-config:")
+
+
+def test_admin_commands_log_no_debug_lines_without_v(capsys, tmp_path):
+    config = _installation_config(tmp_path)
+    testclient.main(["CREATE", "WKSHP-API101", "3", "--config", str(config)])
+    cli.main(["jobs", "--config", str(config)])
+    quiet = capsys.readouterr()
+    assert "installation read" not in quiet.out + quiet.err
+    cli.main(["-v", "jobs", "--config", str(config)])
+    assert "installation read" in capsys.readouterr().err
