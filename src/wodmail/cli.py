@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "delete finished orders and refusals older than DAYS from the journal")
     prune.add_argument("--older-than", type=_days, required=True, metavar="DAYS",
                        help="finished (done, failed, cancelled, refused) more than DAYS ago")
+    prune.add_argument("--yes", "-y", action="store_true",
+                       help="no question for --older-than 0 (every finished order): for scripts")
 
     demo = _command(commands, "demo",
                     "run CREATE and CLEANUP against a sandboxed backend and show everything")
@@ -403,7 +405,15 @@ def _cmd_cancel(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(config: Config, args: argparse.Namespace) -> int:
-    pruned = _admin(config).prune(args.older_than * 86400, config.max_refusals_per_peer)
+    admin = _admin(config)
+    planned = admin.prunable(args.older_than * 86400)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(planned.items()))
+    print(f"{sum(planned.values())} orders finished more than {args.older_than:g} days ago "
+          f"will be deleted{f' ({counts})' if counts else ''}", flush=True)
+    if args.older_than == 0 and not args.yes and not _confirmed("Delete every finished order?"):
+        raise WodmailError("nothing deleted: `prune --older-than 0` deletes every finished "
+                           "order; confirm on a terminal or add --yes")
+    pruned = admin.prune(args.older_than * 86400, config.max_refusals_per_peer)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(pruned.by_state.items()))
     print(f"{sum(pruned.by_state.values())} orders finished more than {args.older_than:g} days "
           f"ago deleted{f' ({counts})' if counts else ''}; {pruned.over_peer_cap} refusals over "
@@ -414,6 +424,16 @@ def _cmd_prune(config: Config, args: argparse.Namespace) -> int:
         relayed = prune_outbox(config.outbox_path(), time.time() - args.older_than * 86400)
         print(f"{relayed} relayed mails finished more than {args.older_than:g} days ago deleted")
     return 0
+
+
+def _confirmed(question: str) -> bool:
+    """A yes from the admin at a terminal; False without one (cron, pipes)."""
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
 
 
 def _cmd_render(config: Config, args: argparse.Namespace) -> int:

@@ -4,7 +4,10 @@ order whose earlier copy failed. The CLI and the daemon share only the journal o
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -190,6 +193,7 @@ async def test_prune_deletes_old_finished_orders_and_caps_refusals_per_peer(
                                     "max_refusals_per_peer": 2}))
     assert cli.main(["prune", "--older-than", "30", "--config", str(path)]) == 0
     assert capsys.readouterr().out == (
+        "2 orders finished more than 30 days ago will be deleted (1 done, 1 rejected)\n"
         "2 orders finished more than 30 days ago deleted (1 done, 1 rejected); "
         "1 refusals over the 2 kept per client deleted\n")
     left = sorted(job.id for job in JournalReader(config.journal_path()).list_jobs())
@@ -200,3 +204,56 @@ async def test_prune_deletes_old_finished_orders_and_caps_refusals_per_peer(
         cli.main(["prune", "--older-than", "-1", "--config", str(path)])
     assert usage.value.code == 2
     assert "days must be 0 or more" in capsys.readouterr().err
+
+
+async def test_prune_of_every_finished_order_wants_a_yes(make_config, tmp_path, capsys):
+    config = make_config()
+    journal = Journal(config.journal_path())
+    try:
+        done = (await journal.accept(order(1), Arrival("127.0.0.1", "a@b"))).job_id
+        await journal.finish(done, JobState.DONE, result={})
+    finally:
+        journal.close()
+    path = tmp_path / "wodmail.yml"
+    path.write_text(yaml.safe_dump({"state_dir": str(config.state_dir)}))
+    # No terminal (pytest's stdin is not one) and no --yes: it says what it would delete,
+    # deletes nothing and says how to go on.
+    assert cli.main(["prune", "--older-than", "0", "--config", str(path)]) == 1
+    out = capsys.readouterr()
+    assert out.out == "1 orders finished more than 0 days ago will be deleted (1 done)\n"
+    assert "nothing deleted" in out.err and "--yes" in out.err
+    assert [job.id for job in JournalReader(config.journal_path()).list_jobs()] == [done]
+    assert cli.main(["prune", "--older-than", "0", "--yes", "--config", str(path)]) == 0
+    assert JournalReader(config.journal_path()).list_jobs() == []
+
+
+async def test_prune_asks_on_a_terminal(make_config, tmp_path):
+    config = make_config()
+    journal = Journal(config.journal_path())
+    try:
+        done = (await journal.accept(order(1), Arrival("127.0.0.1", "a@b"))).job_id
+        await journal.finish(done, JobState.DONE, result={})
+    finally:
+        journal.close()
+    path = tmp_path / "wodmail.yml"
+    path.write_text(yaml.safe_dump({"state_dir": str(config.state_dir)}))
+    # A real terminal (a pty) on stdin: the admin is asked and answers.
+    for answer, left in ((b"n\n", 1), (b"y\n", 0)):
+        out, err = await asyncio.to_thread(_prune_on_a_terminal, path, answer)
+        assert b"Delete every finished order? [y/N]" in out
+        assert len(JournalReader(config.journal_path()).list_jobs()) == left, err
+
+
+def _prune_on_a_terminal(config: Path, answer: bytes) -> tuple[bytes, bytes]:
+    main, child = os.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wodmail", "prune", "--older-than", "0",
+             "--config", str(config)],
+            stdin=child, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        os.write(main, answer)
+        return process.communicate(timeout=120)
+    finally:
+        os.close(main)
+        os.close(child)

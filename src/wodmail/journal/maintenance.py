@@ -82,17 +82,22 @@ class Pruned:
         return sum(self.by_state.values()) + self.over_peer_cap
 
 
-def prune(conn: sqlite3.Connection, before: float, refusals_per_peer: int) -> Pruned:
-    """Deletes finished orders and refusals finished before `before`, then caps the refusals
-    kept per peer. Accepted and running orders are never touched."""
-    pruned = Pruned()
+def finished_before(conn: sqlite3.Connection, before: float) -> dict[str, int]:
+    """How many orders of each finished state finished before `before` (what prune deletes)."""
     marks = ",".join("?" * len(FINISHED))
-    for state, count in conn.execute(
+    rows = conn.execute(
         f"SELECT state, COUNT(*) FROM orders WHERE state IN ({marks}) AND finished_at < ?"
         " GROUP BY state",
         (*FINISHED, before),
-    ).fetchall():
-        pruned.by_state[state] = count
+    ).fetchall()
+    return {state: count for state, count in rows}
+
+
+def prune(conn: sqlite3.Connection, before: float, refusals_per_peer: int) -> Pruned:
+    """Deletes finished orders and refusals finished before `before`, then caps the refusals
+    kept per peer. Accepted and running orders are never touched."""
+    pruned = Pruned(by_state=finished_before(conn, before))
+    marks = ",".join("?" * len(FINISHED))
     conn.execute(
         f"DELETE FROM orders WHERE state IN ({marks}) AND finished_at < ?", (*FINISHED, before)
     )

@@ -330,6 +330,11 @@ class JournalAdmin(JournalReader):
         self._transaction(lambda conn: maintenance.cancel(conn, job_id, time.time()))
         return self._must_get(job_id)
 
+    def prunable(self, older_than_seconds: float) -> dict[str, int]:
+        """What `prune` would delete now (refusals over the per-peer cap aside), per state."""
+        with self._reader() as conn:
+            return maintenance.finished_before(conn, time.time() - older_than_seconds)
+
     def prune(self, older_than_seconds: float, refusals_per_peer: int) -> maintenance.Pruned:
         before = time.time() - older_than_seconds
         pruned = self._transaction(
