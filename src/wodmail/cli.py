@@ -51,6 +51,17 @@ def _common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
                         help="debug logs on stderr (secrets stay masked)")
 
 
+def _job_state(text: str) -> JobState:
+    """A --state value; `refused` is the README's word for the `rejected` state."""
+    word = text.strip().lower()
+    try:
+        return JobState("rejected" if word == "refused" else word)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a state: {', '.join(s.value for s in JobState)} or refused"
+        ) from None
+
+
 def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text,
                                                           description=help_text)
@@ -71,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = _command(commands, "jobs", "list orders, newest first")
     jobs.add_argument("--json", action="store_true",
                       help="a JSON array (passwords masked) instead of a table")
-    jobs.add_argument("--state", action="append", choices=[s.value for s in JobState],
-                      help="only orders in this state (repeat for several)")
+    jobs.add_argument("--state", action="append", type=_job_state, metavar="STATE",
+                      help="only orders in this state (repeat for several): "
+                      f"{', '.join(s.value for s in JobState)} (`refused` = `rejected`)")
     jobs.add_argument("--student", type=int, metavar="N",
                       help="only orders touching student N (ranges included)")
     jobs.add_argument("--workshop", metavar="W", help="only orders for workshop W")
@@ -168,7 +180,7 @@ def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs(config: Config, args: argparse.Namespace) -> int:
-    states = [JobState(s) for s in args.state] if args.state else None
+    states = args.state or None
     jobs = _reader(config).list_jobs(
         states=states,
         student=args.student,

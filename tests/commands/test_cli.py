@@ -67,6 +67,13 @@ def test_jobs_json_is_the_promised_shape(journal_config: Path, capsys):
 def test_jobs_filters(journal_config: Path, capsys):
     cli.main(["jobs", "--json", "--state", "rejected", "--config", str(journal_config)])
     assert [job["id"] for job in json.loads(capsys.readouterr().out)] == [2]
+    # The README's word for them is accepted too; the JSON keeps the stable value.
+    cli.main(["jobs", "--json", "--state", "refused", "--config", str(journal_config)])
+    [refused] = json.loads(capsys.readouterr().out)
+    assert (refused["id"], refused["state"]) == (2, "rejected")
+    with pytest.raises(SystemExit):
+        cli.main(["jobs", "--state", "lost", "--config", str(journal_config)])
+    assert "'lost' is not a state" in capsys.readouterr().err
     cli.main(["jobs", "--json", "--student", "4", "--config", str(journal_config)])
     assert [job["id"] for job in json.loads(capsys.readouterr().out)] == [1]
 
