@@ -19,7 +19,7 @@ from typing import Any
 from wodmail.config import Config, describe_location, load_config
 from wodmail.errors import ConfigurationError, WodmailError
 from wodmail.journal.jobs import Job, JobState
-from wodmail.journal.store import JournalAdmin, JournalReader
+from wodmail.journal.store import JournalAdmin, JournalReader, daemon_holds
 from wodmail.logs import configure_logging
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -179,30 +179,60 @@ def _cmd_serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _running_daemon(config: Config) -> bool:
+    return daemon_holds(config.journal_path())
+
+
+def _as_seen(job: Job, daemon: bool) -> Job:
+    """A job as an admin should see it: `running` only while a daemon runs it."""
+    if job.state is JobState.RUNNING and not daemon:
+        return job.model_copy(update={"state": JobState.INTERRUPTED})
+    return job
+
+
+def _stored_states(states: list[JobState] | None, daemon: bool) -> list[JobState] | None:
+    """The journal's states to ask for, for --state filters as the admin sees them."""
+    if not states:
+        return None
+    stored = {s for s in states if s not in (JobState.RUNNING, JobState.INTERRUPTED)}
+    if (JobState.RUNNING in states and daemon) or (JobState.INTERRUPTED in states and not daemon):
+        stored.add(JobState.RUNNING)
+    return sorted(stored) or []
+
+
 def _cmd_jobs(config: Config, args: argparse.Namespace) -> int:
-    states = args.state or None
-    jobs = _reader(config).list_jobs(
+    daemon = _running_daemon(config)
+    states = _stored_states(args.state, daemon)
+    if states == []:
+        jobs: list[Job] = []
+    else:
+        jobs = _jobs(config, args, states)
+    jobs = [_as_seen(job, daemon) for job in jobs]
+    if args.json:
+        json.dump([job.to_public() for job in jobs], sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'ID':>6}  {'STATE':<11} {'VERB':<8} {'STUDENT':<9} {'CUST':>6}  "
+          f"{'WORKSHOP':<22} {'RECEIVED':<29} REASON")
+    for job in jobs:
+        public = job.to_public()
+        student = "?" if job.student is None else _student_text(job)
+        print(
+            f"{job.id:>6}  {job.state.value:<11} {_cell(job.verb or '-'):<8} {student:<9} "
+            f"{_text(job.customer):>6}  {_cell(job.workshop or '-'):<22} "
+            f"{public['received_at']:<29} {_cell(' '.join((job.reason or '').split()))}"
+        )
+    return 0
+
+
+def _jobs(config: Config, args: argparse.Namespace, states: list[JobState] | None) -> list[Job]:
+    return _reader(config).list_jobs(
         states=states,
         student=args.student,
         workshop=args.workshop,
         verb=args.verb,
         limit=args.limit,
     )
-    if args.json:
-        json.dump([job.to_public() for job in jobs], sys.stdout, indent=2)
-        print()
-        return 0
-    print(f"{'ID':>6}  {'STATE':<9} {'VERB':<8} {'STUDENT':<9} {'CUST':>6}  "
-          f"{'WORKSHOP':<22} {'RECEIVED':<29} REASON")
-    for job in jobs:
-        public = job.to_public()
-        student = "?" if job.student is None else _student_text(job)
-        print(
-            f"{job.id:>6}  {job.state.value:<9} {_cell(job.verb or '-'):<8} {student:<9} "
-            f"{_text(job.customer):>6}  {_cell(job.workshop or '-'):<22} "
-            f"{public['received_at']:<29} {_cell(' '.join((job.reason or '').split()))}"
-        )
-    return 0
 
 
 # Control characters (C0 but tab and line feed, DEL, C1) and format characters (bidi
@@ -235,6 +265,7 @@ def _cmd_show(config: Config, args: argparse.Namespace) -> int:
     job = reader.get(args.job)
     if job is None:
         raise WodmailError(f"no job {args.job} in {config.journal_path()}")
+    job = _as_seen(job, _running_daemon(config))
     public = job.to_public(with_secrets=True)
     if args.raw:
         raw = reader.raw(job.id) or b""

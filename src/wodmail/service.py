@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
 import signal
 import sqlite3
@@ -19,7 +20,7 @@ from wodmail.intake.gate import ConnectionGate
 from wodmail.intake.handler import IntakeHandler
 from wodmail.intake.loopguard import LoopErrors
 from wodmail.intake.smtp import SessionFactory, create_server_factory
-from wodmail.journal.store import Journal
+from wodmail.journal.store import Journal, hold_daemon_lock
 from wodmail.relay.routing import OrderMailbox, order_recipients, relay_hostname
 from wodmail.relay.sender import Relay
 from wodmail.status.listener import StatusServer
@@ -56,6 +57,7 @@ class Daemon:
         self._loop_errors = LoopErrors()
         self.status: StatusServer | None = None
         self._inherited = False  # the SMTP socket came from systemd (socket activation)
+        self._lock: int | None = None  # the journal's daemon lock (see hold_daemon_lock)
 
     @property
     def port(self) -> int:
@@ -81,12 +83,17 @@ class Daemon:
         config = self.config
         self.notifier.status("recovering the journal")
         try:
+            config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._lock = hold_daemon_lock(config.journal_path())
             self.journal = Journal(
                 config.journal_path(),
                 dedup_window=config.dedup_window_seconds,
                 refusals_per_peer=config.max_refusals_per_peer,
             )
         except (OSError, sqlite3.Error) as exc:
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
             raise WodmailError(f"cannot open the journal {config.journal_path()}: {exc}") from None
         self.dispatcher = Dispatcher(
             self.journal, self._runner, concurrency=config.dispatch.concurrency
@@ -328,6 +335,9 @@ class Daemon:
         await asyncio.gather(*stopping)
         if self.journal is not None:
             self.journal.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
         close = getattr(self._runner, "aclose", None)
         if close is not None:
             await close()

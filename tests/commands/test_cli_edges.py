@@ -290,3 +290,56 @@ def test_admin_commands_log_no_debug_lines_without_v(capsys, tmp_path):
     assert "installation read" not in quiet.out + quiet.err
     cli.main(["-v", "jobs", "--config", str(config)])
     assert "installation read" in capsys.readouterr().err
+
+
+# -- orders a stopped daemon left running ------------------------------------------------------
+
+
+async def test_an_order_left_running_by_a_stopped_daemon_shows_interrupted(
+    make_config, start_daemon, tmp_path, capsys
+):
+    from wodmail.dev.standins.mail_clients import send_portal_style_async
+
+    tried = asyncio.Event()
+
+    async def runner(job, ctx):  # the portal is down: the order waits between retries
+        from wodmail.dispatch.steps import RetryPolicy, Steps
+        from wodmail.errors import PeerUnavailable
+
+        async def down() -> None:
+            tried.set()
+            raise PeerUnavailable("API-DB", "connection refused")
+
+        await Steps(ctx, RetryPolicy(3600, 3600, 86400)).run("portal customer/1 active", down)
+        return {}
+
+    config = make_config()
+    path = tmp_path / "wodmail.yml"
+    path.write_text(yaml.safe_dump({"state_dir": str(config.state_dir)}))
+
+    def wodmail(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()  # the in-process daemon's own log lines so far
+        code = cli.main([*argv, "--config", str(path)])
+        return code, capsys.readouterr().out
+
+    daemon = await start_daemon(config, runner)
+    await send_portal_style_async("127.0.0.1", daemon.port, "CREATE 1 1", "WKSHP-API101")
+    await asyncio.wait_for(tried.wait(), 60)
+    code, out = wodmail("jobs", "--json")
+    assert [job["state"] for job in json.loads(out)] == ["running"]
+    # A second daemon on the same journal is refused while the first holds it.
+    with pytest.raises(Exception, match="another wodmail serve holds the journal"):
+        await start_daemon(config, runner)
+    await asyncio.wait_for(daemon.stop(grace=3600), 120)  # no waiting out the grace
+
+    code, out = wodmail("jobs", "--json")
+    [job] = json.loads(out)
+    assert job["state"] == "interrupted"
+    assert job["current_step"]["name"] == "portal customer/1 active"
+    code, out = wodmail("jobs", "--state", "interrupted")
+    assert code == 0 and "interrupted" in out
+    code, out = wodmail("jobs", "--json", "--state", "running")
+    assert json.loads(out) == []
+    code, out = wodmail("show", "1")
+    assert code == cli.EXIT_JOB_UNFINISHED
+    assert "job 1: interrupted" in out

@@ -235,3 +235,58 @@ async def test_the_retry_deadline_counts_from_each_step(journal):
     flaky = failing_twice()
 
     assert await steps.run("portal student/4 assigned", flaky) == "ok"
+
+
+async def test_a_stop_does_not_wait_for_an_order_sleeping_between_retries(journal):
+    # The portal is down: the order waits (a long backoff) between tries of one step. A stop
+    # interrupts it at once instead of waiting out the grace; the next start runs it again.
+    tried = asyncio.Event()
+
+    async def runner(job: Job, ctx: JobContext) -> dict:
+        steps = Steps(ctx, RetryPolicy(base_seconds=3600, max_seconds=3600,
+                                       deadline_seconds=86400))
+
+        async def down() -> None:
+            tried.set()
+            raise PeerUnavailable("API-DB", "connection refused")
+
+        await steps.run("portal customer/5 active", down)
+        return {}
+
+    dispatcher = Dispatcher(journal, runner)
+    await dispatcher.start()
+    job_id = await submit(journal, dispatcher, Verb.CREATE, 5)
+    await asyncio.wait_for(tried.wait(), 60)
+    # A grace of an hour: a stop that waited for the sleeping order would time out here.
+    await asyncio.wait_for(dispatcher.stop(grace=3600), 120)
+    [left] = JournalReader(journal.path).unfinished()
+    assert left.id == job_id and left.state is JobState.RUNNING
+
+
+async def test_a_stop_interrupts_an_order_that_starts_waiting_during_the_grace(journal):
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def runner(job: Job, ctx: JobContext) -> dict:
+        started.set()
+        await release.wait()  # working (holding its slot) when the stop begins
+        async with ctx.idle():  # then it would wait for an hour
+            await asyncio.sleep(3600)
+        return {}
+
+    dispatcher = Dispatcher(journal, runner)
+    await dispatcher.start()
+    await submit(journal, dispatcher, Verb.CREATE, 5)
+    await asyncio.wait_for(started.wait(), 60)
+    stopping = asyncio.ensure_future(dispatcher.stop(grace=3600))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(stopping, 120)
+
+
+def test_backoff_jitter_stays_inside_the_cap():
+    policy = RetryPolicy(base_seconds=1, max_seconds=30, deadline_seconds=300)
+    for attempt in range(1, 12):
+        ceiling = min(30, 2 ** (attempt - 1))
+        delays = [policy.delay(attempt) for _ in range(200)]
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays), (attempt, max(delays))
+    assert max(policy.delay(20) for _ in range(1000)) <= 30

@@ -29,6 +29,31 @@ from wodmail.journal.store import Journal, JournalClosed, JournalLost, StepRecor
 log = structlog.get_logger(__name__)
 
 
+class Idlers:
+    """The orders that only wait right now, and whether the dispatcher is stopping: an order
+    that starts waiting while it stops is interrupted at once rather than at the grace's end."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, asyncio.Task[Any]] = {}
+        self.stopping = False
+
+    def enter(self, job_id: int) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            return
+        if self.stopping:
+            task.cancel()
+        self.tasks[job_id] = task
+
+    def leave(self, job_id: int) -> None:
+        self.tasks.pop(job_id, None)
+
+    def interrupt_all(self) -> None:
+        self.stopping = True
+        for task in self.tasks.values():
+            task.cancel()
+
+
 class JobContext:
     """What a running order may ask of the dispatcher."""
 
@@ -38,11 +63,13 @@ class JobContext:
         slots: asyncio.Semaphore,
         journal: Journal,
         join_lane: Callable[[int, str], asyncio.Future[None] | None] | None = None,
+        idlers: Idlers | None = None,
     ) -> None:
         self.job = job
         self._slots = slots
         self._journal = journal
         self._join_lane = join_lane
+        self._idlers = idlers or Idlers()
         self.started = time.monotonic()
 
     async def hold_student(self, student: int) -> None:
@@ -56,11 +83,16 @@ class JobContext:
 
     @asynccontextmanager
     async def idle(self) -> AsyncIterator[None]:
-        """Gives the concurrency slot back while the order waits (it keeps its lanes)."""
+        """Gives the concurrency slot back while the order waits (it keeps its lanes).
+
+        A stop does not wait for an order that only waits (between retries, for `cleaned`):
+        it is interrupted at once, and runs again on the next start."""
+        self._idlers.enter(self.job.id)
         self._slots.release()
         try:
             yield
         finally:
+            self._idlers.leave(self.job.id)
             await self._slots.acquire()
 
     @property
@@ -120,6 +152,7 @@ class Dispatcher:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._keys: dict[int, list[str]] = {}
         self._executing: set[int] = set()  # jobs past their lanes and slot: doing work
+        self._idlers = Idlers()
         self._accepting = False
 
     async def start(self) -> None:
@@ -220,7 +253,7 @@ class Dispatcher:
                 log.info("order cancelled before it ran")
                 return
             log.debug("order started", attempt=job.attempts + 1)
-            ctx = JobContext(job, self._slots, self._journal, self._join_lane)
+            ctx = JobContext(job, self._slots, self._journal, self._join_lane, self._idlers)
             try:
                 result = await self._runner(job, ctx)
             except asyncio.CancelledError:
@@ -284,9 +317,11 @@ class Dispatcher:
         return running, len(self._tasks) - running
 
     async def stop(self, grace: float) -> None:
-        """Orders not started yet are left at once (they run on the next start); running
-        ones get `grace` seconds, then are interrupted and left likewise."""
+        """Orders not started yet, and running ones that only wait (for a retry, for
+        `cleaned`), are left at once (they run on the next start); the others get `grace`
+        seconds, then are interrupted and left likewise."""
         self._accepting = False
+        self._idlers.interrupt_all()
         for task in self._withheld:
             task.cancel()
         waiting = [task for job_id, task in self._tasks.items() if job_id not in self._executing]

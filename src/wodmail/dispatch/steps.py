@@ -44,9 +44,11 @@ class RetryPolicy:
     deadline_seconds: float = 300.0
 
     def delay(self, attempt: int) -> float:
-        """Backoff before try `attempt + 1`: exponential, capped, with ±50 % jitter."""
+        """Backoff before try `attempt + 1`: a random time between half and all of
+        base * 2^(attempt-1), that ceiling capped at `max_seconds` (the jitter stays inside
+        the cap, and spreads the retries of many orders hit by one peer's outage)."""
         ceiling = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
-        return ceiling * random.uniform(0.5, 1.5)
+        return ceiling * random.uniform(0.5, 1.0)
 
 
 class StepFailed(WodmailError):

@@ -19,6 +19,9 @@ class JobState(StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     CANCELLED = "cancelled"  # by an admin (`wodmail cancel`) before it ran
+    # Shown, never stored: recorded `running`, but no daemon holds the journal (stopped or
+    # killed mid-order); the next start runs it again.
+    INTERRUPTED = "interrupted"
 
     @property
     def finished(self) -> bool:
@@ -82,8 +85,9 @@ class Job(StudentSpan):
         }
 
     def _current_step(self) -> dict[str, Any] | None:
-        """For a running order: its attempt, the step it is in, since when and which try."""
-        if self.state is not JobState.RUNNING:
+        """For a running (or interrupted) order: its attempt, the step it is in, since when
+        and which try."""
+        if self.state not in (JobState.RUNNING, JobState.INTERRUPTED):
             return None
         step = attempts.current_step(self.result)
         if step is None:

@@ -13,6 +13,7 @@ instead of queueing behind one fsync each, and no write is acknowledged before i
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import queue
@@ -304,6 +305,40 @@ class JournalReader:
                 f"SELECT {JOB_COLUMNS} FROM orders {where} ORDER BY id {order}{tail}", params
             ).fetchall()
         return [_row_to_job(row) for row in rows]
+
+
+def lock_path(journal_path: Path) -> Path:
+    return journal_path.with_name(journal_path.name + ".lock")
+
+
+def hold_daemon_lock(journal_path: Path) -> int:
+    """Marks the journal as held by this daemon until the returned descriptor is closed (or
+    the process dies): `daemon_holds` then says so, and a second daemon is refused."""
+    fd = os.open(lock_path(journal_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WodmailError(
+            f"another wodmail serve holds the journal {journal_path}: stop it first"
+        ) from None
+    return fd
+
+
+def daemon_holds(journal_path: Path) -> bool:
+    """Is a running daemon holding this journal? (Admin commands show its orders that are
+    recorded `running` as `interrupted` when none is.)"""
+    try:
+        fd = os.open(lock_path(journal_path), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 class JournalAdmin(JournalReader):
