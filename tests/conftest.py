@@ -10,12 +10,20 @@ import pytest
 
 from wodmail.config import Config, parse_config
 from wodmail.dispatch.dispatcher import Runner, noop_runner
+from wodmail.logs import configure_logging
 from wodmail.service import Daemon
 
 # The helpers of tests/support (tests/ is on sys.path: this conftest's folder). Their
 # fixtures are registered here once, for every test module.
 pytest.register_assert_rewrite("support")
 pytest_plugins = ["support.e2e", "support.standin_fixtures", "support.slapd_fixture"]
+
+@pytest.fixture(autouse=True)
+def _daemon_logging() -> None:
+    """Each test starts with the daemon's logging (JSON lines on stderr, info and up): admin
+    commands run in-process (`cli.main`) configure it for the whole process, quieter."""
+    configure_logging()
+
 
 WORKSHOPS = ("WKSHP-API101", "WKSHP-K8S101", "WKSHP-OneView", "WKSHP-Docker101")
 

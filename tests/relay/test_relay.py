@@ -444,7 +444,7 @@ async def test_cli_lists_the_outbox_without_any_message_text_and_prunes_it(
     table = capsys.readouterr().out
     assert "sent" in table and "jane@example.com" in table and PASSWORD not in table
 
-    prune = ["prune", "--older-than", "0", "--config", str(config_file)]
+    prune = ["prune", "--older-than", "0", "--yes", "--config", str(config_file)]
     assert await asyncio.to_thread(cli.main, prune) == 0
     assert "1 relayed mails finished more than 0 days ago deleted" in capsys.readouterr().out
     assert [m["pending"] for m in outbox(config)] == [["joe@example.net"]]
