@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -196,6 +197,15 @@ class InstallationSettings(_Section):
 class Status(_Section):
     # host:port of the status listener (/healthz, /jobs, /metrics, /); null: none.
     listen: str | None = "127.0.0.1:9925"
+    # Host header values accepted besides the listen address (and, on loopback, localhost,
+    # 127.0.0.1 and [::1]): the names a reverse proxy or an admin's browser uses.
+    hostnames: list[str] = Field(default_factory=list)
+    # Connections at once; one more is closed at once. Each holds a file descriptor.
+    max_connections: int = Field(16, ge=1, le=1024)
+    # How long a client has to send its whole request (idle connections end then).
+    timeout_seconds: float = Field(5.0, gt=0, le=300)
+    # A bearer token (the file's first line) required on every path but /healthz.
+    token_file: Path | None = None
 
     @field_validator("listen")
     @classmethod
@@ -204,8 +214,25 @@ class Status(_Section):
             split_address(value)
         return value
 
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, value: list[str]) -> list[str]:
+        names = []
+        for entry in value:
+            try:
+                host, port = split_host(entry)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r}: {exc}") from None
+            names.append(host if port is None else f"{host}:{port}")
+        return names
+
     def address(self) -> tuple[str, int] | None:
         return None if self.listen is None else split_address(self.listen)
+
+    def loopback_only(self) -> bool:
+        """Whether the listener can be reached from this machine only (or is off)."""
+        address = self.address()
+        return address is None or is_loopback(address[0], wildcard=False)
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -215,6 +242,68 @@ def split_address(value: str) -> tuple[str, int]:
     if not colon or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"not host:port: {value!r}")
     return host, int(port)
+
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def split_host(value: str) -> tuple[str, int | None]:
+    """An HTTP Host value (`name`, `name:port`, `[v6]`, `[v6]:port`) as (host, port): the
+    host in lower case, without a trailing dot, IPv6 compressed in brackets. ValueError
+    saying what is wrong."""
+    text = value.strip().lower()
+    if "/" in text or "@" in text:
+        raise ValueError("not a host name, address, or host:port (no scheme, user or path)")
+    host, rest = _bracketed_host(text) if text.startswith("[") else _named_host(text)
+    if not rest:
+        return host, None
+    port = rest[1:]
+    if not rest.startswith(":") or not port.isdigit() or len(port) > 5 or int(port) > 65535:
+        raise ValueError("the port is not a number from 0 to 65535")
+    return host, int(port)
+
+
+def _bracketed_host(text: str) -> tuple[str, str]:
+    inside, bracket, rest = text[1:].partition("]")
+    try:
+        address = ipaddress.IPv6Address(inside) if bracket else None
+    except ValueError:
+        address = None
+    if address is None:
+        raise ValueError("not an IPv6 address in brackets")
+    return f"[{address.compressed}]", rest
+
+
+def _named_host(text: str) -> tuple[str, str]:
+    name, colon, port = text.partition(":")
+    if ":" in port:
+        raise ValueError("more than one ':' (an IPv6 address goes in brackets)")
+    host = name.removesuffix(".")
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError("not a host name, address, or host:port")
+    return host, colon + port
+
+
+def url_host(host: str) -> str:
+    """A listen address as a Host header writes it: IPv6 in brackets, lower case."""
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host.lower().removesuffix(".")
+    return f"[{address.compressed}]" if address.version == 6 else address.compressed
+
+
+def is_loopback(host: str, *, wildcard: bool) -> bool:
+    """Whether listening on `host` listens on loopback (`wildcard`: count 0.0.0.0 and ::,
+    which include it). Names other than localhost are not resolved: they may be anywhere."""
+    if host.lower().removesuffix(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return address.is_loopback or (wildcard and address.is_unspecified)
 
 
 class Config(_Section):

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from wodmail.config import Config, load_base_variables, provenance
 from wodmail.errors import WodmailError
 from wodmail.relay.routing import order_recipients
+from wodmail.status.token import TokenFileError, read_token
 from wodmail.userdb import UserDb
 
 Status = Literal["ok", "warn", "FAIL"]
@@ -311,6 +312,32 @@ def _greeting(host: str, port: int) -> str:
         return ""
 
 
+def _status(checks: _Checks) -> None:
+    settings = checks.config.status
+    if settings.listen is None:
+        checks.add("ok", "status listener", "off", "status.listen")
+        return
+    if settings.token_file is not None:
+        try:
+            token = read_token(settings.token_file)
+        except TokenFileError as exc:
+            checks.add("FAIL", "status.token_file", f"{exc.path}: {exc.problem}",
+                       "status.token_file")
+            return
+        checks.add("ok", "status.token_file", f"{settings.token_file}: a token of "
+                   f"{len(token)} characters, required on every path but /healthz",
+                   "status.token_file")
+    elif settings.loopback_only():
+        checks.add("ok", "status listener", f"{settings.listen}, loopback only, no token: "
+                   "local users (students too) can read /jobs (no hook output, e-mail "
+                   "addresses masked)", "status.listen")
+    else:
+        checks.add("warn", "status listener", f"{settings.listen} is reachable beyond "
+                   "loopback and status.token_file is not set: anyone who reaches it reads "
+                   "every order; set status.token_file (or listen on 127.0.0.1 behind an "
+                   "authenticating proxy)", "status.listen")
+
+
 def _senders(checks: _Checks) -> None:
 
     config = checks.config
@@ -341,7 +368,7 @@ def _others(checks: _Checks) -> None:
 
 STEPS: tuple[Callable[[_Checks], None], ...] = (
     _urls, _portal_login, _hub_token, _users, _folders, _homes, _tools, _hooks, _port,
-    _senders, _others,
+    _status, _senders, _others,
 )
 
 

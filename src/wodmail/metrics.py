@@ -49,6 +49,9 @@ SMTP_SESSIONS = Counter("wodmail_smtp_sessions", "SMTP connections accepted",
 SMTP_REFUSALS = Counter("wodmail_smtp_refusals", "Connections and mails refused, by reason "
                         "(network, capacity, sender, size, order, other)", ["reason"],
                         registry=REGISTRY)
+STATUS_REFUSALS = Counter("wodmail_status_refusals", "Status listener connections and "
+                          "requests refused, by reason (capacity, timeout, request, host, "
+                          "token)", ["reason"], registry=REGISTRY)
 
 _NUMBERS = re.compile(r"\d+")
 
@@ -106,6 +109,11 @@ def refused(reason: str) -> None:
 
 def refused_kind(kind: str) -> None:
     SMTP_REFUSALS.labels(kind).inc()
+
+
+def status_refused(reason: str) -> None:
+    """A connection or request the status listener refused (`reason`: see STATUS_REFUSALS)."""
+    STATUS_REFUSALS.labels(reason).inc()
 
 
 def refusal_kind(reason: str) -> str:

@@ -13,9 +13,10 @@ import time
 import structlog
 
 from wodmail import metrics
-from wodmail.config import Config, load_base_variables, load_config
+from wodmail.config import Config, Status, load_base_variables, load_config
 from wodmail.dispatch.dispatcher import Dispatcher, Runner
 from wodmail.errors import WodmailError
+from wodmail.intake.bursts import BurstLog
 from wodmail.intake.gate import ConnectionGate
 from wodmail.intake.handler import IntakeHandler
 from wodmail.intake.loopguard import LoopErrors
@@ -25,6 +26,7 @@ from wodmail.relay.routing import OrderMailbox, order_recipients, relay_hostname
 from wodmail.relay.sender import Relay
 from wodmail.status.listener import StatusServer
 from wodmail.status.systemd import Notifier, inherited_sockets, watchdog_interval
+from wodmail.status.token import read_token
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +58,7 @@ class Daemon:
         self.gate: ConnectionGate | None = None
         self._loop_errors = LoopErrors()
         self.status: StatusServer | None = None
+        self._status_token: str | None = None
         self._inherited = False  # the SMTP socket came from systemd (socket activation)
         self._lock: int | None = None  # the journal's daemon lock (see hold_daemon_lock)
 
@@ -81,6 +84,8 @@ class Daemon:
 
     async def start(self) -> None:
         config = self.config
+        # A token file other users could read would protect nothing: refuse before anything.
+        self._status_token = status_token(config.status)
         self.notifier.status("recovering the journal")
         try:
             config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -175,7 +180,10 @@ class Daemon:
         if address is None:
             return
         assert self.journal is not None
-        self.status = StatusServer(self, self.journal, *address)
+        self.status = StatusServer(
+            self, self.journal, self.config.status, token=self._status_token,
+            refusals=BurstLog("status listener refusals (summary of a burst)"),
+        )
         try:
             await self.status.start()
         except OSError as exc:
@@ -399,3 +407,10 @@ async def serve_forever(config: Config, runner: Runner) -> None:
             await asyncio.wait(reloads)
         await daemon.stop()
         daemon.notifier.close()
+
+
+def status_token(settings: Status) -> str | None:
+    """The status listener's bearer token, when it listens and `status.token_file` is set."""
+    if settings.listen is None or settings.token_file is None:
+        return None
+    return read_token(settings.token_file)

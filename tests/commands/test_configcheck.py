@@ -121,3 +121,43 @@ def test_missing_tools_are_named(box: Sandbox, monkeypatch):
     failed = {check.what: check.detail for check in found if check.status == "FAIL"}
     assert failed["tool chpasswd"] == "not found (apt-get install passwd)"
     assert failed["tool setfacl"] == "not found (apt-get install acl)"
+
+
+def _status_checks(box: Sandbox, **status: object) -> list[tuple[str, str, str]]:
+    data = box.config_data()
+    data["status"] = status
+    return [(check.status, check.what, check.detail) for check in run_checks(parse_config(data))
+            if check.what.startswith("status")]
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:9925", "[::]:9925", "192.0.2.7:9925",
+                                    "backend.example.org:9925"])
+def test_a_status_listener_beyond_loopback_without_a_token_is_a_warning(box: Sandbox, listen):
+    [(status, what, detail)] = _status_checks(box, listen=listen)
+    assert (status, what) == ("warn", "status listener")
+    assert detail.startswith(f"{listen} is reachable beyond loopback and status.token_file "
+                             "is not set: anyone who reaches it reads every order")
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9925", "[::1]:9925", "localhost:9925"])
+def test_a_loopback_status_listener_without_a_token_is_ok(box: Sandbox, listen):
+    [(status, _what, detail)] = _status_checks(box, listen=listen)
+    assert status == "ok" and "loopback only" in detail
+    assert _status_checks(box, listen=None) == [("ok", "status listener", "off")]
+
+
+def test_the_status_token_file_is_checked(box: Sandbox, tmp_path: Path, capsys):
+    token = tmp_path / "status.token"
+    token.write_text("0123456789abcdef0123456789abcdef\n")
+    token.chmod(0o600)
+    assert _status_checks(box, listen="0.0.0.0:9925", token_file=str(token)) == [
+        ("ok", "status.token_file", f"{token}: a token of 32 characters, required on every "
+         "path but /healthz")]
+    token.chmod(0o644)
+    data = box.config_data()
+    data["status"] = {"listen": "127.0.0.1:0", "token_file": str(token)}
+    code, found = lines(data, tmp_path, capsys)
+    assert code == 1
+    assert [line for line in found if line.startswith("FAIL")] == [
+        f"FAIL  status.token_file: {token}: readable or writable by others (mode 0644): chmod "
+        f"o-rwx it (0600, or 0640 for a group that must read it)  [{tmp_path / 'wodmail.yml'}]"]

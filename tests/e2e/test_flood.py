@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from wodmail.dev.standins import flood
@@ -49,6 +51,62 @@ def test_idle_flood_from_outside_network_does_not_stop_orders(tmp_path, notebook
     assert sum(summary["count"] for summary in summaries) == FLOOD
     assert {key for summary in summaries for key in summary["by"]} == {
         f"{flood.OUTSIDE_ADDRESS}: not in allowed_networks"}
+
+
+STATUS_FLOOD = 1000
+STATUS_OPEN_FILES = 256
+
+
+def test_idle_status_connections_cannot_exhaust_descriptors(tmp_path, notebooks):
+    """A student's terminal opens 1000 idle connections to the status listener of a daemon
+    allowed 256 open files: the listener keeps status.max_connections (16) of them, closes
+    the others at once, and orders still get their 250; /healthz answers once the idle ones
+    time out (status.timeout_seconds, 5 s)."""
+    if not flood.raise_own_file_limit(STATUS_FLOOD + 256):
+        pytest.skip(f"the hard open-file limit is below {STATUS_FLOOD + 256}")
+    config = _config(tmp_path, notebooks, status={"listen": "127.0.0.1:0"})
+    with flood.serve(tmp_path / "serve", config, open_files=STATUS_OPEN_FILES) as server:
+        port = _status_port(server)
+        quiet = _open_files(server.process.pid)
+        with flood.idle_connections(port, STATUS_FLOOD, source="127.0.0.1") as connected:
+            flooded = _open_files(server.process.pid)
+            order = flood.order_from_allowed_client(server.port)
+            after_order = _open_files(server.process.pid)
+        print(f"status flood of {connected}: daemon files {quiet} -> {flooded}, "
+              f"order {order.seconds * 1000:.0f} ms")
+        assert connected == STATUS_FLOOD
+        assert (order.code, order.reply) == (250, b"2.0.0 OK job 1")
+        # The cap's 16, plus a few being refused at that moment: far from the 256 limit.
+        assert max(flooded, after_order) <= quiet + 16 + 32, (quiet, flooded, after_order)
+        assert _healthz_when_free(port) == 200
+    events = [json.loads(line) for line in server.log_lines()]
+    summaries = [e for e in events if e["event"].startswith("status listener refusals")]
+    assert sum(summary["count"] for summary in summaries) >= STATUS_FLOOD - 16
+    assert not [e for e in events if e["event"].startswith("accept() failed")]
+
+
+def _status_port(server: flood.Server) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for line in server.log_lines():
+            if '"status listener"' in line:
+                return int(json.loads(line)["url"].rstrip("/").rsplit(":", 1)[1])
+        time.sleep(0.05)
+    raise AssertionError("no status listener in the log")
+
+
+def _open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _healthz_when_free(port: int) -> int:
+    """/healthz's status, once a connection is served (the idle ones take up to 5 s to go)."""
+    deadline = time.monotonic() + 60
+    while True:
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            return answer.status_code
+        time.sleep(0.2)
 
 
 @pytest.mark.skipif(not flood.outside_address_usable(), reason="cannot bind 127.0.0.2")

@@ -282,9 +282,14 @@ class JournalReader:
         verb: str | None = None,
         limit: int | None = None,
         newest_first: bool = True,
+        before: int | None = None,
     ) -> list[Job]:
+        """Orders matching every filter given; `before`: only those with a smaller id."""
         clauses: list[str] = []
         params: list[Any] = []
+        if before is not None:
+            clauses.append("id < ?")
+            params.append(before)
         if states:
             clauses.append(f"state IN ({','.join('?' * len(states))})")
             params.extend(state.value for state in states)

@@ -1,6 +1,7 @@
 """The status page at `/`: the orders of the last hours per student, as plain HTML.
 
-No script and no external asset: a meta refresh reloads it every few seconds.
+No script and no external asset: a meta refresh reloads it every few seconds. It shows what
+`/jobs` shows (`public`): no hook output, e-mail addresses masked.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import jinja2
 
 from wodmail.journal.jobs import Job, JobState
+from wodmail.status.public import public_job
 
 REFRESH_SECONDS = 5
 _REFUSED_ROWS = 50
@@ -62,29 +64,32 @@ def _student_text(job: Job) -> str:
 
 
 def _row(job: Job) -> dict[str, Any]:
-    public = job.to_public()
-    step = public.get("current_step") or {}
-    step_text = ""
-    if step.get("name"):
-        step_text = step["name"]
-        if step.get("try", 1) > 1:
-            step_text += f" (try {step['try']})"
-        if step.get("last_error"):
-            step_text += f": {step['last_error']}"
+    public = public_job(job)
     return {
         "id": job.id,
         "verb": job.verb,
         "workshop": job.workshop,
         "state": job.state.value,
         "attempts": job.attempts,
-        "step": step_text,
-        "reason": job.reason,
+        "step": _step_text(public.get("current_step") or {}),
+        "reason": public["reason"],
         "received": _clock(job.received_at),
         "finished": _clock(job.finished_at) if job.finished_at else "",
-        "sender": job.sender or job.envelope_from or "",
+        "sender": public["sender"] or public["envelope_from"] or "",
         "peer": job.peer or "",
-        "subject": job.subject or "",
+        "subject": public["subject"] or "",
     }
+
+
+def _step_text(step: dict[str, Any]) -> str:
+    if not step.get("name"):
+        return ""
+    text = str(step["name"])
+    if step.get("try", 1) > 1:
+        text += f" (try {step['try']})"
+    if step.get("last_error"):
+        text += f": {step['last_error']}"
+    return text
 
 
 def _clock(stamp: float) -> str:
