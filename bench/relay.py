@@ -103,7 +103,9 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
     config.write_text(yaml.safe_dump({
         "listen": {"host": HOST, "port": port},
         "state_dir": str(folder / "state"),
-        "relay": {"host": HOST, "port": smarthost.port, "order_recipients": ["@backend"]},
+        "relay": {"host": HOST, "port": smarthost.port, "order_recipients": ["@backend"],
+                  "allowed_senders": ["sender@example.org"],
+                  "max_per_minute": args.mails},  # the limit is not what is measured here
     }))
     wodmail = Path(sys.executable).parent / "wodmail"
     process = await asyncio.create_subprocess_exec(

@@ -16,7 +16,9 @@ from wodmail.service import Daemon
 # The helpers of tests/support (tests/ is on sys.path: this conftest's folder). Their
 # fixtures are registered here once, for every test module.
 pytest.register_assert_rewrite("support")
-pytest_plugins = ["support.e2e", "support.standin_fixtures", "support.slapd_fixture"]
+pytest_plugins = [
+    "support.e2e", "support.standin_fixtures", "support.slapd_fixture", "support.relay",
+]
 
 @pytest.fixture(autouse=True)
 def _daemon_logging() -> None:

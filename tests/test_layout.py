@@ -23,7 +23,7 @@ WORKSHOPS = Path(__file__).resolve().parents[1] / "workshops"
 RANKS = {
     "errors": 0, "logs": 0, "metrics": 0,
     "orders": 1, "userdb": 1, "templating": 1,
-    "installation": 2,
+    "installation": 2, "addresses": 2,
     "config": 3,
     "host": 4, "peers": 4, "hooks": 4, "relay": 4, "journal": 4,
     "dispatch": 5,

@@ -394,11 +394,13 @@ def _cmd_relay(config: Config, args: argparse.Namespace) -> int:
     print(f"{'ID':>6}  {'STATE':<7} {'TRIES':>5}  {'RECEIVED':<25} {'TO':<30} {'SUBJECT':<30} "
           "LAST ERROR")
     for mail in mails:
-        to = ", ".join(mail["recipients"]) or "-"
+        # Subjects and recipients come from whoever sent the mail, errors from the
+        # smarthost: each cell escaped before it is cut to width.
+        to = _cell(", ".join(mail["recipients"]) or "-")
         print(
-            f"{mail['id']:>6}  {mail['state']:<7} {mail['attempts']:>5}  "
-            f"{mail['received_at'][:25]:<25} {to[:30]:<30} {(mail['subject'] or '-')[:30]:<30} "
-            f"{mail['last_error'] or ''}"
+            f"{mail['id']:>6}  {_cell(mail['state']):<7} {mail['attempts']:>5}  "
+            f"{_cell(mail['received_at'])[:25]:<25} {to[:30]:<30} "
+            f"{_cell(mail['subject'] or '-')[:30]:<30} {_cell(mail['last_error'] or '')}"
         )
     return 0
 

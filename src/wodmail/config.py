@@ -164,6 +164,15 @@ class Relay(_Section):
     ca_file: Path | None = Field(None, description="CAs to verify the smarthost; default: system")
     user: str | None = None
     password: str = ""
+    allowed_senders: list[str] | None = Field(
+        None,
+        description="senders mail is relayed for (envelope and From header); default: the "
+        "order senders in force and WODSENDER (the portal sends as WODSENDER); []: nobody",
+    )
+    max_recipients: int = Field(10, ge=1, description="recipients of one relayed mail")
+    max_per_minute: int = Field(
+        60, ge=1, description="mails relayed per client address (and local uid) in any minute"
+    )
 
     @model_validator(mode="after")
     def _no_password_in_clear(self) -> Relay:
@@ -181,6 +190,18 @@ class Relay(_Section):
             local, at, domain = entry.rpartition("@")
             if not at or not domain or " " in entry or "@" in local:
                 raise ValueError(f"not user@domain or @domain: {entry!r}")
+        return cleaned
+
+    @field_validator("allowed_senders")
+    @classmethod
+    def _relay_senders(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        cleaned = [sender.strip().lower() for sender in value]
+        for sender in cleaned:
+            local, at, domain = sender.rpartition("@")
+            if not local or not domain or " " in sender or sender.startswith("<"):
+                raise ValueError(f"not an address (user@domain): {sender!r}")
         return cleaned
 
 
@@ -365,10 +386,15 @@ class Config(_Section):
         backend meant to enforce."""
         if "allowed_senders" in self.model_fields_set:
             return self.allowed_senders
-        fallback = variables.get("WODSENDER")
-        if isinstance(fallback, str) and "@" in fallback and "{" not in fallback:
-            return [fallback.strip().lower()]
-        return []
+        return _wodsender(variables)
+
+    def relay_senders(self, variables: dict[str, Any]) -> list[str]:
+        """relay.allowed_senders; when unset, the order senders in force and WODSENDER: the
+        portal sends participants' mail as its WODSENDER (the API-DB's own setting, which the
+        backend cannot read; the installation gives both the same value)."""
+        if self.relay.allowed_senders is not None:
+            return self.relay.allowed_senders
+        return list(dict.fromkeys([*self.senders(variables), *_wodsender(variables)]))
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(net, strict=False) for net in self.allowed_networks]
@@ -378,6 +404,14 @@ class Config(_Section):
 
     def outbox_path(self) -> Path:
         return self.state_dir / "outbox.sqlite3"
+
+
+def _wodsender(variables: dict[str, Any]) -> list[str]:
+    """WODSENDER as a one-address list, if it is one (not an unrendered template)."""
+    value = variables.get("WODSENDER")
+    if isinstance(value, str) and "@" in value and "{" not in value:
+        return [value.strip().lower()]
+    return []
 
 
 def _format_errors(

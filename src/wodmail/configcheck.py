@@ -354,6 +354,20 @@ def _senders(checks: _Checks) -> None:
     shown = ", ".join(senders) if senders else "[] (orders from any sender are accepted)"
     checks.add(status, "allowed_senders in force", f"{shown} (from {source})",
                "allowed_senders")
+    if config.relay.host:
+        _relay_senders(checks, config.relay_senders(load_base_variables(config)))
+
+
+def _relay_senders(checks: _Checks, senders: list[str]) -> None:
+    """Whom the relay relays for: relay.allowed_senders, else the order senders and WODSENDER."""
+    config = checks.config
+    source = ("relay.allowed_senders" if config.relay.allowed_senders is not None
+              else "allowed_senders and WODSENDER")
+    shown = ", ".join(senders) if senders else "[] (every mail to relay is refused)"
+    limits = (f"; at most {config.relay.max_recipients} recipients a mail and"
+              f" {config.relay.max_per_minute} mails a minute per client")
+    checks.add("ok" if senders else "warn", "relay.allowed_senders in force",
+               f"{shown} (from {source}){limits}", "relay.allowed_senders")
 
 
 def _others(checks: _Checks) -> None:
@@ -399,10 +413,11 @@ def _relay_warnings(config: Config) -> list[str]:
     except WodmailError:
         return []
     warnings = []
-    if not config.senders(variables):
+    if not config.relay_senders(variables):
         warnings.append(
-            "relay.host is set and allowed_senders is empty: any client of allowed_networks"
-            " can relay mail through this backend"
+            "relay.host is set and relay.allowed_senders is empty (no allowed_senders, no"
+            " WODSENDER): every mail to relay is refused; set relay.allowed_senders to the"
+            " portal's WODSENDER"
         )
     if config.relay.order_recipients is None:
         recipients = ", ".join(order_recipients(config, variables))

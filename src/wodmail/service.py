@@ -120,6 +120,7 @@ class Daemon:
                 config.outbox_path(),
                 OrderMailbox(order_recipients(config, variables)),
                 hostname=relay_hostname(variables),
+                senders=config.relay_senders(variables),
             )
             try:
                 await self.relay.start()
@@ -287,12 +288,17 @@ class Daemon:
         kept = [key for key in RESTART_ONLY if getattr(config, key) != getattr(self.config, key)]
         if kept:
             config = config.model_copy(update={key: getattr(self.config, key) for key in kept})
-        senders = config.senders(load_base_variables(config))
+        variables = load_base_variables(config)
+        senders = config.senders(variables)
         reconfigure = getattr(self._runner, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(config)  # may refuse the config: nothing is applied before it
         assert self._handler and self._sessions and self.dispatcher and self.journal
         self._handler.configure(config, senders)
+        if self.relay is not None:
+            # relay.* waits for a restart, but its default senders follow allowed_senders
+            # and WODSENDER, which a reload changes.
+            self.relay.policy.configure(config.relay_senders(variables))
         self._sessions.update(data_size_limit=config.max_message_bytes)
         if self.gate is not None:
             self.gate.configure(config.networks(), config.listen.max_connections)

@@ -15,22 +15,20 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from email import message_from_bytes
 from email.message import EmailMessage
-from typing import Any
 
 import pytest
 
+from support.relay import PORTAL_SENDER, eventually, outbox, portal_mail, send_raw
 from wodmail import cli, logs
-from wodmail.config import Config
 from wodmail.dev.standins.mail_clients import send_portal_style
 from wodmail.dev.standins.smarthost import HungSmarthost, Smarthost, make_certificate
 from wodmail.journal.jobs import JobState
 from wodmail.journal.store import JournalReader
-from wodmail.relay.delivery import prepare_message
-from wodmail.relay.outbox import list_outbox
+from wodmail.relay.message import prepare_message
 from wodmail.relay.routing import OrderMailbox, default_order_recipients, relay_hostname
 
 PASSWORD = "Pw-7hX3kq9TzR"
@@ -43,70 +41,9 @@ CREDENTIALS_BODY = (
 )
 
 
-def portal_mail(recipient: str, subject: str, content: str) -> bytes:
-    """The portal's sendPostfixEmail: HELO, MAIL, RCPT, DATA, Subject, content, '.', bare LF."""
-    return (
-        "HELO api.example.org\n"
-        "MAIL FROM: sender@example.org\n"
-        f"RCPT TO: {recipient}\n"
-        "DATA\n"
-        f"Subject: {subject}\n"
-        f"{content}\n"
-        ".\n"
-    ).encode()
-
-
-def send_raw(port: int, data: bytes) -> bytes:
-    """Writes a whole transaction, then reads every reply until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(data + b"QUIT\n")
-        chunks = []
-        while chunk := sock.recv(4096):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def send_credentials(port: int, recipient: str = "jane@example.com") -> bytes:
     mail = portal_mail(recipient, "Workshops-on-Demand credentials", CREDENTIALS_BODY)
     return send_raw(port, mail)
-
-
-async def eventually(check: Callable[[], Any], what: str, limit: float = 30.0) -> Any:
-    """Polls `check` until it returns something truthy (a generous bound, not a timing test)."""
-    deadline = time.monotonic() + limit
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
-
-
-def outbox(config: Config) -> list[dict[str, Any]]:
-    return list_outbox(config.outbox_path())
-
-
-@pytest.fixture
-def smarthost() -> Iterator[Smarthost]:
-    host = Smarthost()
-    yield host
-    host.stop()
-
-
-@pytest.fixture
-def relay_config(make_config, smarthost: Smarthost) -> Callable[..., Config]:
-    def make(overrides: dict[str, Any] | None = None, **relay: Any) -> Config:
-        settings = {
-            "host": "127.0.0.1",
-            "port": smarthost.port,
-            "order_recipients": ["@backend.example.org", "@backend"],
-            "retry_base_seconds": 0.2,
-            "retry_max_seconds": 1,
-            "timeout_seconds": 5,
-        }
-        settings.update(relay)
-        return make_config(relay=settings, **(overrides or {}))
-
-    return make
 
 
 @pytest.fixture
@@ -397,10 +334,11 @@ async def test_relay_off_stores_nothing_and_records_the_refusal_headers_only(
 async def test_relaying_is_only_for_allowed_senders_and_networks(relay_config, smarthost,
                                                                  start_daemon):
     smarthost.start()
-    config = relay_config().model_copy(update={"allowed_senders": ["wod@example.org"]})
+    config = relay_config(allowed_senders=["wod@example.org"])
     daemon = await start_daemon(config)
     replies = await asyncio.to_thread(send_credentials, daemon.port)
-    assert b"550 5.6.0 sender not allowed: sender@example.org" in replies
+    assert (b"550 5.6.0 sender not allowed to relay: sender@example.org (envelope; not in"
+            b" relay.allowed_senders)") in replies
     other = relay_config().model_copy(update={"allowed_networks": ["10.0.0.0/8"]})
     closed = await start_daemon(other.model_copy(update={"state_dir": config.state_dir / "b"}))
 
@@ -462,6 +400,7 @@ async def test_tls_and_login_to_a_smarthost_that_requires_them(
             "host": "127.0.0.1", "port": smarthost.port, "order_recipients": ["@backend"],
             "tls": tls, "user": "wod", "password": "relay-Secret-9",
             "retry_base_seconds": 3600, "retry_max_seconds": 3600,
+            "allowed_senders": [PORTAL_SENDER],
         }
         untrusted = make_config(relay=relay)  # no ca_file: the system CAs do not know it
         daemon = await start_daemon(untrusted)
@@ -553,8 +492,9 @@ def test_check_config_names_the_derived_order_recipients(make_config):
     [warning] = [w for w in warnings if w.startswith("relay.order_recipients")]
     assert "@be.example.org" in warning and "relayed to smtp.example.org" in warning
     assert "WODBEFQDN is unknown" not in warning
-    assert any("any client of allowed_networks can relay" in w for w in warnings)
+    assert any("relay.allowed_senders is empty" in w and "every mail to relay is refused" in w
+               for w in warnings)
     _, warnings = check(make_config(relay={"host": "smtp.example.org"},
                                     allowed_senders=["wod@example.org"]))
     assert any("WODBEFQDN is unknown: set relay.order_recipients" in w for w in warnings)
-    assert not any("can relay" in w for w in warnings)
+    assert not any("relay.allowed_senders is empty" in w for w in warnings)

@@ -2,8 +2,10 @@
 
 For each complete transaction: check the peer and sender allow-lists, parse the order, commit
 it (or the refusal, with its reason) to the journal, hand accepted orders to the executor,
-and only then answer. Replies say why in plain words; clients like the portal never read
-them, which is why every refusal is recorded too.
+and only then answer. Mail for the relay is checked by the relay's own policy (senders,
+recipients, rate per client) instead; its refusals are recorded the same way. Replies say
+why in plain words; clients like the portal never read them, which is why every refusal is
+recorded too.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from typing import Any
 import structlog
 
 from wodmail import metrics
+from wodmail.addresses import envelope_address
 from wodmail.config import Config, Notebooks
 from wodmail.dispatch.executor import Executor
 from wodmail.intake.bursts import BurstLog, PeerRate
 from wodmail.intake.gate import in_networks, peer_host
 from wodmail.intake.parse import looks_like_order, parse_order
+from wodmail.intake.peeruid import local_uid
 from wodmail.intake.redact import headers_only
 from wodmail.journal.store import Arrival, Journal
 from wodmail.orders import Order, OrderRules, Rejection
@@ -32,19 +36,23 @@ REFUSALS_RECORDED_AT_ONCE = 300
 REFUSALS_RECORDED_PER_SECOND = 5.0
 
 
-def _address(value: str | None) -> str | None:
-    """An envelope or parsed header address as the allow-list compares it: lower case;
-    None for the null sender `<>`."""
-    if not value:
-        return None
-    return value.strip().strip("<>").strip().lower() or None
-
-
 def _subject_of(data: bytes) -> str | None:
     for line in data.splitlines()[:50]:
         if line[:8].lower() == b"subject:":
             return line[8:].strip().decode("utf-8", "replace")[:200]
     return None
+
+
+def _rate_key(session: Any) -> str:
+    """Whom the relay's rate limit counts a mail against: the client's address, and the
+    local uid holding its socket when it connects from this machine (each student apart).
+    Looked up once per session."""
+    key = getattr(session, "rate_key", None)
+    if key is None:
+        host = peer_host(session.peer) or "(unknown)"
+        uid = local_uid(session.peer, getattr(session, "sockname", None))
+        key = session.rate_key = host if uid is None else f"{host} uid {uid}"
+    return str(key)
 
 
 class _WorkshopFolders:
@@ -84,6 +92,8 @@ class IntakeHandler:
         self._refusal_rate = PeerRate(REFUSALS_RECORDED_AT_ONCE, REFUSALS_RECORDED_PER_SECOND)
         self.unrecorded_refusals = BurstLog("refused mails not recorded one by one (too many"
                                             " from one client; summary of a burst)")
+        self.relay_deferred = BurstLog("mails to relay deferred with 451: over"
+                                       " relay.max_per_minute (summary of a burst)")
         self._executor = executor
         self.configure(config, senders)
 
@@ -133,15 +143,12 @@ class IntakeHandler:
                 " SMTP smuggling"
             )
             return await self._refuse(reason, arrival)
+        if self._relay is not None and not self._relay.is_order_mail(envelope.rcpt_tos):
+            return await self._relay_mail(self._relay, session, envelope, data, arrival)
         parsed = parse_order(data, self._rules)
         refusal = self._sender_refusal(envelope.mail_from, parsed.sender)
         if refusal is not None:
             return await self._refuse(refusal, arrival, sender=parsed.sender)
-        if self._relay is not None and not self._relay.is_order_mail(envelope.rcpt_tos):
-            return await self._relay.take(
-                mail_from=envelope.mail_from, recipients=list(envelope.rcpt_tos), raw=data,
-                peer=arrival.peer, helo=session.host_name,
-            )
         if isinstance(parsed, Rejection):
             return await self._refuse(
                 parsed.reason,
@@ -151,6 +158,28 @@ class IntakeHandler:
                 sender=parsed.sender,
             )
         return await self._accept(parsed, arrival)
+
+    async def _relay_mail(
+        self, relay: Relay, session: Any, envelope: Any, data: bytes, arrival: Arrival
+    ) -> str:
+        """A mail for the relay: its sender and recipients checked (a refusal is recorded
+        as an order's is), then the client's rate, then into the outbox."""
+        recipients = list(envelope.rcpt_tos)
+        refusal = relay.policy.check(envelope.mail_from, recipients, data)
+        if refusal is not None:
+            return await self._refuse(refusal.reason, arrival, sender=refusal.sender)
+        client = _rate_key(session)
+        if not relay.policy.rate.take(client):
+            # Counted and summed up once per burst; the client may send it again later.
+            self.relay_deferred.add(client, limit=relay.policy.rate.limit)
+            metrics.refused_kind("rate")
+            wait = relay.policy.rate.retry_in(client)
+            return (f"451 4.7.0 too many mails relayed for {client}: relay.max_per_minute is"
+                    f" {relay.policy.rate.limit}, try again in {max(1, round(wait))} s")
+        return await relay.take(
+            mail_from=envelope.mail_from, recipients=recipients, raw=data,
+            peer=arrival.peer, helo=session.host_name,
+        )
 
     def _sender_refusal(self, envelope_from: str | None, header_from: str | None) -> str | None:
         """Why the sender is not allowed under `allowed_senders_check`, or None.
@@ -163,14 +192,14 @@ class IntakeHandler:
             return None
         mode = self._senders_check
         if mode in ("envelope", "both"):
-            envelope = _address(envelope_from)
+            envelope = envelope_address(envelope_from)
             if envelope is None:
                 return "sender not allowed: <> (envelope: the null sender)"
             if envelope not in self._senders:
                 return f"sender not allowed: {envelope} (envelope)"
         if mode == "header" and header_from is None:
             return "sender not allowed: no From header (allowed_senders_check is header)"
-        header = _address(header_from) if mode != "envelope" else None
+        header = envelope_address(header_from) if mode != "envelope" else None
         if header is not None and header not in self._senders:
             return f"sender not allowed: {header} (From header)"
         return None

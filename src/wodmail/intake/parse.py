@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from email.message import Message
 from html.parser import HTMLParser
 
+from wodmail.addresses import AddressError, from_address
 from wodmail.orders import (
     CUSTOMER_ID_MAX,
     Order,
@@ -70,9 +71,6 @@ _NUMBER_SHOWN_MAX = 20
 MAX_MULTIPART_PARTS = 16
 _MULTIPART_LINE = re.compile(rb"(?i)content-type:\s*multipart/")
 _PLAIN_SUBJECT = re.compile(r"[ -~\t]*")  # printable ASCII, spaces and tabs: nothing to check
-_ANGLE_ADDR = re.compile(r"<([^<>]*)>")
-_COMMENT = re.compile(r"\([^()]*\)")
-_ADDR_SPEC = re.compile(r"[^\s<>()\[\],;:@\"\\]+@[^\s<>()\[\],;:@\"\\]+")
 
 
 class _Refused(Exception):
@@ -506,18 +504,13 @@ def _message_id(raw: str | None) -> str | None:
 
 
 def _address(raw: str | None) -> str | None:
-    """The one address of a From header: the angle-addr if there is one (whatever the
-    display name says, e.g. `allowed@x <evil@y>` is evil@y), else the bare addr-spec."""
+    """The one address of a From header (see `wodmail.addresses.from_address`)."""
     if raw is None:
         return None
-    text = raw[:_RECORDED_MAX]  # a longer From is no sender's; stay cheap
-    angled = _ANGLE_ADDR.findall(text)
-    if len(angled) > 1:
-        raise _Refused(f"From header holds more than one address: {_shown(raw)}")
-    candidate = angled[0].strip() if angled else _COMMENT.sub(" ", text).strip()
-    if not _ADDR_SPEC.fullmatch(candidate):
-        raise _Refused(f"From header is not one address: {_shown(raw)}")
-    return _recorded(candidate)
+    try:
+        return _recorded(from_address(raw))
+    except AddressError as error:
+        raise _Refused(str(error)) from None
 
 
 def looks_like_order(subject: str | None) -> bool:

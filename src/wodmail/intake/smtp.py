@@ -180,6 +180,10 @@ class OrderSMTP(SMTP):
                 return
             self._admitted = True
         super().connection_made(transport)
+        if self.session is not None:
+            # The address the client connected to: with `session.peer`, it names the
+            # connection in the kernel's socket table (the relay's per-uid rate limit).
+            self.session.sockname = transport.get_extra_info("sockname")
 
     # --- end of input -------------------------------------------------------------------
 

@@ -1,105 +1,20 @@
-"""What leaves for the smarthost, and one SMTP session to deliver it.
+"""One SMTP session with the smarthost to deliver a relayed mail.
 
-`prepare_message` turns the mail as received into what a relaying MTA sends on; `deliver`
-hands it to the smarthost with `smtplib` (blocking: the sender runs it in a thread) and
-says, recipient by recipient, what became of it. No message text is ever logged.
+`deliver` hands the message `message.prepare_message` made to the smarthost with `smtplib`
+(blocking: the sender runs it in a thread) and says, recipient by recipient, what became of
+it. No message text is ever logged.
 """
 
 from __future__ import annotations
 
-import re
 import smtplib
 import ssl
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import format_datetime
 
 from wodmail.config import Relay as RelaySettings
 
 _SHOWN_MAX = 200
-_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
-_LINE_ENDING = re.compile(rb"\r?\n")
-
-
-# --- the message as it leaves ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """The bytes handed to the smarthost, and what the outbox listing shows of them."""
-
-    message: bytes
-    subject: str | None
-    message_id: str | None
-
-
-def _header_end(lines: list[bytes]) -> tuple[int, bool]:
-    """Index of the first line after the header block; True if a blank line ends it."""
-    for index, line in enumerate(lines):
-        if line == b"":
-            return index, True
-        if line[:1] in (b" ", b"\t") and index > 0:
-            continue
-        if not _HEADER_LINE.match(line):
-            return index, False
-    return len(lines), False
-
-
-def _header_value(headers: list[bytes], name: bytes) -> str | None:
-    for index, line in enumerate(headers):
-        if line[: len(name) + 1].lower() == name + b":":
-            value = line[len(name) + 1 :]
-            for more in headers[index + 1 :]:
-                if more[:1] not in (b" ", b"\t"):
-                    break
-                value += b" " + more.strip()
-            return value.strip().decode("utf-8", "replace")[:_SHOWN_MAX] or None
-    return None
-
-
-def prepare_message(
-    raw: bytes,
-    *,
-    mail_from: str,
-    peer: str | None,
-    helo: str | None,
-    hostname: str,
-    received_at: float,
-) -> Prepared:
-    """What a relaying MTA sends on: CRLF line endings, a Received line, and the From, Date
-    and Message-ID the portal's bare mail lacks (it writes only a Subject); the header block
-    is ended by a blank line when the client left it out. Nothing of the original is changed."""
-    lines = _LINE_ENDING.split(raw)
-    if lines and lines[-1] == b"":
-        lines.pop()
-    end, blank = _header_end(lines)
-    headers, body = lines[:end], lines[end + 1 :] if blank else lines[end:]
-    names = {line.split(b":", 1)[0].strip().lower() for line in headers if b":" in line}
-    when = format_datetime(datetime.fromtimestamp(received_at, UTC))
-    added: list[str] = []
-    if b"from" not in names and mail_from:
-        added.append(f"From: <{mail_from}>")
-    if b"date" not in names:
-        added.append(f"Date: {when}")
-    message_id = _header_value(headers, b"message-id")
-    if b"message-id" not in names:
-        message_id = f"<{uuid.uuid4().hex}@{hostname}>"
-        added.append(f"Message-ID: {message_id}")
-    received = (
-        f"Received: from {helo or 'unknown'} ([{peer or 'unknown'}])\r\n"
-        f"\tby {hostname} (wodmail) with SMTP; {when}"
-    )
-    out = [received.encode(), *headers, *(line.encode() for line in added), b"", *body]
-    return Prepared(
-        message=b"\r\n".join(out) + b"\r\n",
-        subject=_header_value(headers, b"subject"),
-        message_id=message_id,
-    )
-
-
-# --- one delivery attempt ---------------------------------------------------------------------
 
 
 @dataclass

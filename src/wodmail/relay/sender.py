@@ -21,8 +21,10 @@ import structlog
 
 from wodmail.config import Relay as RelaySettings
 from wodmail.logs import register_secret
-from wodmail.relay.delivery import Attempt, deliver, prepare_message
+from wodmail.relay.delivery import Attempt, deliver
+from wodmail.relay.message import prepare_message
 from wodmail.relay.outbox import FAILED, SENT, Outbox
+from wodmail.relay.policy import RelayPolicy
 from wodmail.relay.routing import OrderMailbox
 
 log = structlog.get_logger(__name__)
@@ -32,11 +34,13 @@ class Relay:
     """Takes relayed mail from the intake and delivers it in the background."""
 
     def __init__(
-        self, settings: RelaySettings, path: Path, mailbox: OrderMailbox, *, hostname: str
+        self, settings: RelaySettings, path: Path, mailbox: OrderMailbox, *, hostname: str,
+        senders: Iterable[str] = (),
     ) -> None:
         self._settings = settings
         self._path = path
         self.mailbox = mailbox
+        self.policy = RelayPolicy(settings, senders)
         self._hostname = hostname
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wodmail-outbox")
         self._outbox: Outbox | None = None
@@ -60,7 +64,13 @@ class Relay:
             "relay on",
             smarthost=f"{self._settings.host}:{self._settings.port}",
             order_recipients=self.mailbox.entries,
+            allowed_senders=sorted(self.policy.senders),
+            max_recipients=self._settings.max_recipients,
+            max_per_minute=self._settings.max_per_minute,
         )
+        if not self.policy.senders:
+            log.warning("relay.allowed_senders is empty (no allowed_senders, no WODSENDER):"
+                        " every mail to relay is refused")
 
     async def stop(self, grace: float) -> None:
         """Lets an attempt under way finish (up to `grace` s), then closes the outbox."""
