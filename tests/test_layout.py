@@ -22,17 +22,18 @@ WORKSHOPS = Path(__file__).resolve().parents[1] / "workshops"
 # lower rank; two parts of one rank are independent of each other.
 RANKS = {
     "errors": 0, "logs": 0, "metrics": 0,
-    "orders": 1, "userdb": 1, "templating": 1,
-    "installation": 2, "addresses": 2,
-    "config": 3,
-    "host": 4, "peers": 4, "hooks": 4, "relay": 4, "journal": 4,
-    "dispatch": 5,
-    "lifecycle": 6, "intake": 6, "status": 6,
-    "service": 7, "configcheck": 7,
-    "dev": 8,
-    "cli": 9,
-    "testclient": 10,
-    "__main__": 11,
+    "safefiles": 1,
+    "orders": 2, "userdb": 2, "templating": 2,
+    "installation": 3, "addresses": 3,
+    "config": 4,
+    "host": 5, "peers": 5, "hooks": 5, "relay": 5, "journal": 5,
+    "dispatch": 6,
+    "lifecycle": 7, "intake": 7, "status": 7,
+    "service": 8, "configcheck": 8,
+    "dev": 9,
+    "cli": 10,
+    "testclient": 11,
+    "__main__": 12,
 }
 
 

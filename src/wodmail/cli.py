@@ -21,6 +21,7 @@ from wodmail.errors import ConfigurationError, WodmailError
 from wodmail.journal.jobs import Job, JobState
 from wodmail.journal.store import JournalAdmin, JournalReader, daemon_holds
 from wodmail.logs import configure_logging
+from wodmail.safefiles import UnsafeFile
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_JOB_FAILED, EXIT_JOB_UNFINISHED = 3, 4
@@ -430,6 +431,19 @@ def _cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     return EXIT_ERROR if failures else EXIT_OK
 
 
+def _print_refused_file(exc: UnsafeFile, as_json: bool) -> None:
+    """A config that cannot load because root would not trust a file of the installation
+    (wod.sh, wod-private.sh): check-config's one failed check."""
+    from wodmail.configcheck import Check
+
+    check = Check("FAIL", "installation", str(exc))
+    if as_json:
+        json.dump({"checks": [dataclasses.asdict(check)]}, sys.stdout, indent=2)
+        print()
+    else:
+        print(check.line())
+
+
 def _dotted(data: Any, key: str) -> Any:
     for part in key.split("."):
         data = data.get(part) if isinstance(data, dict) else None
@@ -535,6 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, discover=discover)
         return COMMANDS[args.command](config, args)
     except ConfigurationError as exc:
+        if args.command == "check-config" and isinstance(exc, UnsafeFile):
+            _print_refused_file(exc, args.json)
         for line in str(exc).splitlines():  # one line per problem, each naming file and key
             print(f"wodmail: {line}", file=sys.stderr)
         return EXIT_ERROR

@@ -400,6 +400,9 @@ def check(config: Config) -> tuple[list[str], list[str]]:
         errors.append(str(exc))
     warnings.extend(_shadowed_vars(config))
     if config.wod_installation is not None:
+        refusal = config.wod_installation.vault.refusal()
+        if refusal is not None:
+            errors.append(f"vault secret: {refusal}")
         warnings.extend(config.wod_installation.check())
     warnings.extend(_relay_warnings(config))
     return errors, warnings

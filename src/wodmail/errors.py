@@ -77,4 +77,5 @@ class HookFailed(WodmailError):
     def __init__(self, hook: str, message: str, *, output: str = "") -> None:
         super().__init__(f"{hook}: {message}")
         self.hook = hook
+        self.message = message
         self.output = output

@@ -19,6 +19,8 @@ from typing import Any
 import structlog
 
 MASK = "***"
+MIN_SECRET_LENGTH = 4
+"""Shorter values are masked by key only: masking them everywhere would garble the logs."""
 SECRET_KEYS = frozenset(
     {
         "password",
@@ -46,7 +48,7 @@ _secrets_lock = threading.Lock()
 def register_secret(value: str | None, *, permanent: bool = False) -> None:
     """Scrub `value` from every log line from now on (short values are masked by key only)."""
     global _pattern
-    if not value or len(value) < 4:
+    if not value or len(value) < MIN_SECRET_LENGTH:
         return
     with _secrets_lock:
         if permanent:

@@ -6,13 +6,17 @@ Small RSA keys (1024 bits) keep these tests cheap; the pool does not care about 
 
 from __future__ import annotations
 
+import os
+import shutil
 import stat
 import time
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from cryptography.hazmat.primitives import serialization
 
+from wodmail.host.keyledger import KeyLedger
 from wodmail.host.keypool import KeyPool
 from wodmail.lifecycle.backend import Backend
 
@@ -80,3 +84,103 @@ def test_the_daemon_keeps_its_pool_in_the_state_dir(make_config, size):
     config = make_config(accounts={"ssh_key_pool": size, "linux_passwords": False})
     backend = Backend.from_config(config)
     assert backend.keys.folder == config.state_dir / "keys"
+
+
+# --- the folder is trusted for nothing ---------------------------------------------------------
+
+
+def n_of(key) -> int:
+    return key.public_key().public_numbers().n
+
+
+def test_two_copies_of_one_key_file_hand_out_one_key(tmp_path):
+    folder = tmp_path / "state" / "keys"
+    filled(folder, 1)
+    [original] = folder.glob("*.pem")
+    shutil.copy2(original, folder / "0000-copy.pem")
+    stored = modulus_of(original)
+
+    pool = KeyPool(2, BITS, folder)
+    pool._load_stored()
+    assert len(pool) == 2
+    with structlog.testing.capture_logs() as logs:
+        handed = [n_of(pool.take()), n_of(pool.take())]
+
+    assert handed.count(stored) == 1  # the second one is a fresh key made inline
+    assert any("handed out before" in line["event"] for line in logs)
+    assert list(folder.glob("*.pem")) == []
+
+
+def test_a_copy_restored_after_a_restart_is_not_handed_out_again(tmp_path):
+    folder = tmp_path / "state" / "keys"
+    filled(folder, 1)
+    [original] = folder.glob("*.pem")
+    backup = tmp_path / "backup.pem"
+    shutil.copy2(original, backup)
+    first = KeyPool(1, BITS, folder)
+    first._load_stored()
+    handed = n_of(first.take())
+
+    shutil.copy2(backup, folder / "restored.pem")  # e.g. a backup of keys/ put back
+    restarted = KeyPool(1, BITS, folder)
+    restarted._load_stored()
+    assert len(restarted) == 1
+    assert n_of(restarted.take()) != handed
+    assert (tmp_path / "state" / "keys-handed-out").read_text().count("\n") == 1
+
+
+def test_links_and_other_files_in_the_folder_are_never_handed_out(tmp_path):
+    folder = tmp_path / "state" / "keys"
+    filled(folder, 1)
+    [real] = folder.glob("*.pem")
+    outside = tmp_path / "outside.pem"
+    real.rename(outside)  # a valid key, but outside the pool: only a link to it remains
+    (folder / "link.pem").symlink_to(outside)
+    os.mkfifo(folder / "fifo.pem")
+    (folder / "folder.pem").mkdir()
+
+    pool = KeyPool(1, BITS, folder)
+    pool._load_stored()
+    assert len(pool) == 0
+    assert n_of(pool.take()) != modulus_of(outside)
+    assert sorted(p.name for p in folder.iterdir()) == ["folder.pem"]
+    assert outside.exists()  # the link went, not what it pointed at
+
+
+def test_a_key_file_swapped_for_a_link_after_loading_is_dropped(tmp_path):
+    folder = tmp_path / "keys"
+    filled(folder, 1)
+    [key_file] = folder.glob("*.pem")
+    outside = tmp_path / "outside.pem"
+    pool = KeyPool(1, BITS, folder)
+    pool._load_stored()
+    key_file.rename(outside)
+    key_file.symlink_to(outside)
+    assert n_of(pool.take()) != modulus_of(outside)
+    assert outside.exists() and not key_file.is_symlink()
+
+
+def test_a_symlinked_pool_folder_is_not_used(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "keys").symlink_to(elsewhere)
+    pool = KeyPool(1, BITS, tmp_path / "state" / "keys")
+    pool._load_stored()
+    assert pool.folder is None  # keys stay in memory
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755
+    assert pool.take().key_size == BITS
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_ledger_keeps_the_newest_fingerprints_within_its_bound(tmp_path):
+    path = tmp_path / "keys-handed-out"
+    ledger = KeyLedger(path, limit=4)
+    digests = [f"{n:064x}" for n in range(11)]
+    assert all(ledger.claim(d) for d in digests)
+    assert not ledger.claim(digests[-1])
+    assert len(path.read_text().split()) <= 8  # compacted at twice the bound
+    reloaded = KeyLedger(path, limit=4)
+    assert len(reloaded) == 4
+    assert not reloaded.claim(digests[-1]) and not reloaded.claim(digests[-4])
+    assert reloaded.claim(digests[0])  # beyond the bound: forgotten

@@ -26,6 +26,7 @@ from wodmail.config import load_base_variables, load_config, parse_config, prove
 from wodmail.errors import ConfigurationError
 from wodmail.installation.reader import source_wod_sh
 from wodmail.lifecycle.backend import Backend
+from wodmail.safefiles import UnsafeFile
 from wodmail.templating.renderer import Renderer
 
 OWNER_UID = 62981  # a uid no account has: the WoD user in the ownership test
@@ -129,7 +130,9 @@ def test_the_hooks_api(tree: Tree) -> None:
     args = installation.playbook_args()
     assert args[:6] == ["-i", str(tree.ansible / "inventory"),
                         "-i", str(tree.private_ansible / "inventory"), "--limit", GROUP]
-    assert args[-2:] == ["--vault-password-file", str(tree.vault_secret)]
+    assert "--vault-password-file" not in args  # a checked copy of it, when given one:
+    copy = tree.root / "run" / "vault-password"
+    assert installation.playbook_args(copy)[-2:] == ["--vault-password-file", str(copy)]
 
 
 def test_overrides_say_where_to_look(tree: Tree, tmp_path: Path) -> None:
@@ -248,3 +251,75 @@ def test_a_wod_sh_owned_by_the_wod_user_is_sourced_with_its_rights(tmp_path: Pat
         assert values["WODMAIL_SOURCED_BY"] == str(OWNER_UID)
     finally:
         shutil.rmtree(root)
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="the owner and mode checks apply when wodmail runs as root (and chown needs root)")
+
+
+@needs_root
+def test_a_wod_sh_others_may_write_is_refused_and_check_config_fails(
+    tree: Tree, tmp_path: Path, capsys
+) -> None:
+    tree.wod_sh.chmod(0o666)
+    reason = (f"{tree.wod_sh} is owned by root (uid 0), mode 0666: refused, it would be sourced "
+              "as root and group or others may write it (chmod go-w)")
+    with pytest.raises(UnsafeFile) as caught:
+        parse_config(tree.config(), "wodmail.yml")
+    assert str(caught.value) == reason
+
+    path = tmp_path / "wodmail.yml"
+    path.write_text(yaml.safe_dump(tree.config()))
+    assert cli.main(["check-config", "--config", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"FAIL  installation: {reason}" in out.splitlines()
+    assert err.splitlines()[0] == f"wodmail: {reason}"
+    assert cli.main(["check-config", "--json", "--config", str(path)]) == 1
+    [check] = json.loads(capsys.readouterr().out)["checks"]
+    assert (check["status"], check["what"], check["detail"]) == ("FAIL", "installation", reason)
+
+
+@needs_root
+def test_a_wod_private_sh_root_does_not_own_is_not_sourced_as_root(tree: Tree) -> None:
+    private = tree.private / "scripts" / "wod-private.sh"
+    private.chmod(0o644)
+    os.chown(private, OWNER_UID, OWNER_UID)
+    with pytest.raises(UnsafeFile) as caught:
+        parse_config(tree.config(), "wodmail.yml")
+    assert str(caught.value) == (
+        f"{private} is owned by uid {OWNER_UID}, mode 0644: refused, it would be sourced as "
+        f"root after {tree.wod_sh} and must belong to root")
+
+
+@needs_root
+def test_a_symlinked_wod_private_sh_is_not_followed_as_root(tree: Tree) -> None:
+    private = tree.private / "scripts" / "wod-private.sh"
+    elsewhere = tree.root / "elsewhere.sh"
+    private.rename(elsewhere)
+    private.symlink_to(elsewhere)
+    with pytest.raises(UnsafeFile) as caught:
+        parse_config(tree.config(), "wodmail.yml")
+    assert str(caught.value) == f"{private} is a symbolic link: refused, it is not followed"
+
+
+@needs_root
+def test_the_wod_user_s_own_files_are_sourced_with_its_rights_unless_others_may_write(
+    tree: Tree,
+) -> None:
+    private = tree.private / "scripts" / "wod-private.sh"
+    with private.open("a") as out:
+        out.write("export WODMAIL_PRIVATE_SOURCED_BY=$(id -u)\n")
+    for path in (tree.wod_sh, private):
+        path.chmod(0o640)
+        os.chown(path, OWNER_UID, OWNER_UID)
+    values, found = source_wod_sh(tree.wod_sh, None)
+    assert (values["WODMAIL_PRIVATE_SOURCED_BY"], found) == (str(OWNER_UID), private)
+    assert values["WODAPIDBUSERPWD"] == PORTAL_PASSWORD
+
+    private.chmod(0o660)
+    with pytest.raises(UnsafeFile) as caught:
+        source_wod_sh(tree.wod_sh, None)
+    assert str(caught.value) == (
+        f"{private} is owned by uid {OWNER_UID}, mode 0660: refused, it would be sourced as "
+        f"uid {OWNER_UID} after {tree.wod_sh} and group or others may write it (chmod go-w)")

@@ -13,13 +13,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from support.wod_installation import GROUP, Tree, build_installation
+from support.wod_installation import GROUP, VAULT_PASSWORD, Tree, build_installation
+from wodmail import cli
 from wodmail.config import parse_config
 from wodmail.errors import TemplateError
 from wodmail.lifecycle.backend import Backend
 from wodmail.lifecycle.preview import render_workshop
 from wodmail.lifecycle.workshop import local_workshop
+from wodmail.safefiles import who
 from wodmail.templating.vault import EXTRA_HINT
 
 ANSIBLE_VAULT = Path(sys.executable).parent / "ansible-vault"
@@ -126,3 +129,93 @@ def test_a_student_without_a_pass_file_has_no_per_student_variables(tree: Tree):
     config = parse_config(tree.config(), "wodmail.yml")
     installation = config.wod_installation
     assert installation is not None and installation.student_variables(WORKSHOP, 5) == {}
+
+
+# --- whose vault secret root uses -------------------------------------------------------------
+
+WOD_USER_UID = 1001  # wodadmin in the tree's etc/passwd
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="the owner checks apply when wodmail runs as root (and chown needs root)")
+
+
+def vault_script(tree: Tree, marker: Path) -> None:
+    """An executable vault_secret printing the right password, leaving `marker` when run."""
+    tree.vault_secret.write_text(f"#!/bin/sh\ntouch {marker}\necho '{VAULT_PASSWORD}'\n")
+    tree.vault_secret.chmod(0o755)
+
+
+def test_an_executable_vault_secret_is_run_for_its_output(tree: Tree, tmp_path):
+    """As Ansible does (root's own file when wodmail is root)."""
+    write_pass_file(tree, 7, encrypt_string(tree, "17161", "HTTPPORT")
+                    + encrypt_string(tree, "tok-3f9a", "TOKEN"))
+    marker = tmp_path / "ran"
+    vault_script(tree, marker)
+    assert rendered(tree, tmp_path / "out").startswith('{"port": "17161", "token": "tok-3f9a"')
+    assert marker.exists()
+
+
+@needs_root
+def test_a_wod_user_s_executable_vault_secret_is_refused_not_run(tree: Tree, tmp_path, capsys):
+    path = write_pass_file(tree, 7, encrypt_string(tree, "17161", "HTTPPORT"))
+    marker = tmp_path / "ran"
+    vault_script(tree, marker)
+    os.chown(tree.vault_secret, WOD_USER_UID, WOD_USER_UID)
+    config = parse_config(tree.config(), "wodmail.yml")
+
+    with pytest.raises(TemplateError) as caught:
+        render_workshop(config, WORKSHOP, 7, None, None)
+
+    reason = (f"{tree.vault_secret} is an executable owned by {who(WOD_USER_UID)}, mode 0755: "
+              "refused, wodmail runs as root and runs no one else's vault password script "
+              "(make it root's, or a plain file)")
+    assert str(caught.value) == (f"{path}: line 1: encrypted with Ansible Vault; cannot use the "
+                                 f"vault secret: {reason}")
+    assert not marker.exists()
+    config_file = tmp_path / "wodmail.yml"
+    config_file.write_text(yaml.safe_dump(tree.config()))
+    assert cli.main(["check-config", "--config", str(config_file)]) == 1
+    assert f"FAIL  config: vault secret: {reason}" in capsys.readouterr().out.splitlines()
+    assert not marker.exists()
+
+
+@needs_root
+@pytest.mark.parametrize(("owner", "mode", "why"), [
+    (64998, 0o600, "must belong to root or "),
+    (0, 0o664, "group or others may write it"),
+    (WOD_USER_UID, 0o606, "group or others may write it"),
+])
+def test_a_plain_vault_secret_root_would_not_trust_is_refused(tree: Tree, owner, mode, why):
+    path = write_pass_file(tree, 7, encrypt_string(tree, "17161", "HTTPPORT"))
+    tree.vault_secret.chmod(mode)
+    os.chown(tree.vault_secret, owner, owner)
+    config = parse_config(tree.config(), "wodmail.yml")
+    with pytest.raises(TemplateError) as caught:
+        render_workshop(config, WORKSHOP, 7, None, None)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: line 1: encrypted with Ansible Vault; cannot use the "
+                              f"vault secret: {tree.vault_secret} is owned by ")
+    assert f"mode {mode:04o}: refused, it would be read as root and {why}" in message
+
+
+@needs_root
+def test_the_wod_user_s_plain_vault_secret_is_read(tree: Tree, tmp_path):
+    write_pass_file(tree, 7, encrypt_string(tree, "17161", "HTTPPORT")
+                    + encrypt_string(tree, "tok-3f9a", "TOKEN"))
+    tree.vault_secret.chmod(0o600)
+    os.chown(tree.vault_secret, WOD_USER_UID, WOD_USER_UID)
+    assert rendered(tree, tmp_path / "out").startswith('{"port": "17161"')
+
+
+@needs_root
+def test_a_symlinked_vault_secret_is_not_followed(tree: Tree):
+    path = write_pass_file(tree, 7, encrypt_string(tree, "17161", "HTTPPORT"))
+    real = tree.root / "real-secret"
+    tree.vault_secret.rename(real)
+    tree.vault_secret.symlink_to(real)
+    config = parse_config(tree.config(), "wodmail.yml")
+    with pytest.raises(TemplateError) as caught:
+        render_workshop(config, WORKSHOP, 7, None, None)
+    assert str(caught.value) == (
+        f"{path}: line 1: encrypted with Ansible Vault; cannot use the vault secret: "
+        f"{tree.vault_secret} is a symbolic link: refused, it is not followed")

@@ -10,6 +10,8 @@ This package's `__all__` is the whole API a workshop handler module may use, wit
 
     async def create(ctx: HookContext) -> None:
         ctx.student_vars["HTTPPORT"] = int(ctx.variable("HTTPPORT-BASE")) + ctx.student
+        token = ctx.secret(ctx.variable("APPLIANCE-TOKEN"))  # shown as *** from now on
+        await ctx.run("/usr/local/bin/register-student", str(ctx.student), env={"TOKEN": token})
 
 
 A hook runs at one of four phases: `create` (CREATE, before the notebooks are deployed),
@@ -52,6 +54,16 @@ an appliance: the student's own on a multi-appliance workshop), and one addition
 and `#` comments allowed, quotes around a value removed). They become per-student template
 variables for this student and workshop, like `ctx.student_vars` of a handler module: the
 procmail API's scripts used to ansible-vault them into `pass/variables_<W>_<stdid>.yml`.
+The file must stay a regular file of the script's user of at most 1 MiB: a symbolic link,
+a hard link, a fifo or another user's file in its place fails the hook, unread.
+
+Secrets: a line `WODMAIL_SECRET=value` in that file is not a variable; the value (4
+characters or more; 64 such lines at most) is masked as `***` in the hook's output (the
+script's own output included, even when it failed), in its error, in the logs and in
+`wodmail show`, as tokens and passwords wodmail knows are. A handler module does the same
+with `ctx.secret(value)`, which returns the value. A script's whole output is masked once
+it has ended, so the line may come anywhere in it; a handler calls `ctx.secret` before the
+value can show up in an error or a log line.
 Inside wodmail: `phases` runs the hooks of a phase (`Hooks`), `context` holds
 `HookContext`, `scriptenv` who scripts run as; `_loader`, `_scripts` and `_process` are
 private to this package.

@@ -2,6 +2,12 @@
 
 Output goes to a file, not a pipe (a background child keeping a pipe open would hold up
 the wait for the script itself); the last `OUTPUT_CAP` bytes are kept, with secrets masked.
+
+Each run gets a `Workspace`: a folder of the daemon's own that the script's user may only
+pass through, holding the output file (the process only gets a descriptor on it, and the
+daemon reads it back through that descriptor) and `work/`, the one folder that user may
+write, with the `vars` file (WODMAIL_VARS_FILE). Whatever the script does in `work/`, the
+daemon reads `vars` only as a regular file of that user, never through a link.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,6 +47,53 @@ class Finished:
     """The exit status (negative: killed by that signal); None when it timed out."""
     output: str
 
+    def failure(self, kill_after: float) -> str:
+        """Why the run failed: `timed out after 5 s`, `exited with status 3` ..."""
+        if self.status is None:
+            return f"timed out after {kill_after:g} s"
+        return status_text(self.status)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """One hook run's scratch space (see the module's doc)."""
+
+    folder: Path
+    """The daemon's own; the script's user may pass through it, not list or change it."""
+    owner: int
+    """The uid the script runs as: `work/` and `vars` are given to it."""
+
+    @property
+    def output(self) -> Path:
+        return self.folder / "output"
+
+    @property
+    def work(self) -> Path:
+        return self.folder / "work"
+
+    @property
+    def vars_file(self) -> Path:
+        return self.work / "vars"
+
+
+@contextmanager
+def hook_workspace(user: ScriptUser | None) -> Iterator[Workspace]:
+    """A fresh Workspace for a process run as `user` (None: as the daemon), removed after."""
+    folder = Path(tempfile.mkdtemp(prefix="wodmail-hook-"))
+    try:
+        work = folder / "work"
+        work.mkdir(mode=0o700)
+        vars_file = work / "vars"
+        vars_file.touch(mode=0o600)
+        if user is not None:
+            os.chown(vars_file, user.uid, user.gid)
+            os.chown(work, user.uid, user.gid)
+            folder.chmod(0o711)
+        yield Workspace(folder, os.geteuid() if user is None else user.uid)
+    finally:
+        # Symlink-safe (descriptor-based) removal, whatever the script left in work/.
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 async def run_checked(
     name: str,
@@ -48,20 +102,35 @@ async def run_checked(
     env: Mapping[str, str],
     cwd: Path | None,
     kill_after: float,
-    scratch: Path,
-    user: ScriptUser | None = None,
+    workspace: Workspace,
 ) -> Finished:
+    """Runs a command as the daemon; HookFailed (output masked) unless it exits 0."""
+    finished = await start_process(
+        name, argv, env=env, cwd=cwd, kill_after=kill_after, workspace=workspace
+    )
+    output = scrub_text(finished.output)
+    if finished.status != 0:
+        raise HookFailed(name, finished.failure(kill_after), output=output)
+    return Finished(finished.status, output)
+
+
+async def start_process(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None,
+    kill_after: float,
+    workspace: Workspace,
+    user: ScriptUser | None = None,
+    pass_fds: Sequence[int] = (),
+) -> Finished:
+    """`run_process`, with a failure to start as HookFailed; the output is not masked yet."""
     try:
-        finished = await run_process(
-            argv, env=env, cwd=cwd, kill_after=kill_after, scratch=scratch, user=user
-        )
+        return await run_process(argv, env=env, cwd=cwd, kill_after=kill_after,
+                                 workspace=workspace, user=user, pass_fds=pass_fds)
     except OSError as exc:
         raise HookFailed(name, f"could not start: {exc}") from exc
-    if finished.status is None:
-        raise HookFailed(name, f"timed out after {kill_after:g} s", output=finished.output)
-    if finished.status != 0:
-        raise HookFailed(name, status_text(finished.status), output=finished.output)
-    return finished
 
 
 async def run_process(
@@ -70,16 +139,17 @@ async def run_process(
     env: Mapping[str, str],
     cwd: Path | None,
     kill_after: float,
-    scratch: Path,
+    workspace: Workspace,
     user: ScriptUser | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Finished:
+    """Runs `argv` to its end or its time limit; its output (unmasked) is the tail of
+    what it printed."""
     identity: dict[str, Any] = {}
     if user is not None:
         identity = {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
-    # Output goes to a file, not a pipe: a background child keeping a pipe open would
-    # otherwise hold up the wait for the script itself.
-    output_path = scratch / "output"
-    sink = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    sink = os.open(workspace.output, flags, 0o600)
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,
@@ -89,22 +159,26 @@ async def run_process(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
             **identity,
         )
+        status = await _wait(process, kill_after)
+        return Finished(status=status, output=tail(sink))
     finally:
         os.close(sink)
-    status: int | None
+
+
+async def _wait(process: asyncio.subprocess.Process, kill_after: float) -> int | None:
     try:
         async with asyncio.timeout(kill_after):
-            status = await process.wait()
+            return await process.wait()
     except TimeoutError:
         kill_group(process.pid)
         await process.wait()
-        status = None
+        return None
     except BaseException:
         kill_group(process.pid)
         raise
-    return Finished(status=status, output=tail(output_path))
 
 
 def kill_group(pgid: int) -> None:
@@ -121,28 +195,17 @@ def status_text(status: int) -> str:
     return f"exited with status {status}"
 
 
-def tail(path: Path) -> str:
-    with path.open("rb") as stream:
-        size = stream.seek(0, os.SEEK_END)
-        stream.seek(max(0, size - OUTPUT_CAP))
-        data = stream.read()
-    # Stock scripts run under `set -x`: tokens and passwords would show in their output.
-    text = scrub_text(data.decode("utf-8", errors="replace"))
-    if size > OUTPUT_CAP:
-        return f"[... first {size - OUTPUT_CAP} bytes left out ...]\n{text}"
+def tail(fd: int) -> str:
+    """The last OUTPUT_CAP bytes written to `fd` (not masked: the caller masks them once
+    every secret the hook declared is known)."""
+    size = os.fstat(fd).st_size
+    start = max(0, size - OUTPUT_CAP)
+    data = os.pread(fd, size - start, start)
+    text = data.decode("utf-8", errors="replace")
+    if start:
+        return f"[... first {start} bytes left out ...]\n{text}"
     return text
 
 
 def cap_text(text: str) -> str:
     return text if len(text) <= OUTPUT_CAP else text[-OUTPUT_CAP:]
-
-
-@contextmanager
-def scratch_folder() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="wodmail-hook-") as folder:
-        yield Path(folder)
-
-
-def empty_file(path: Path) -> Path:
-    path.touch(mode=0o600)
-    return path

@@ -1,19 +1,31 @@
 """Legacy hook scripts: `<phase>-<WS>.sh` in the public and private script folders.
 
 A script runs only when present and executable; it gets procmail-action.sh's variables and
-may write `KEY=VALUE` lines to `WODMAIL_VARS_FILE` (see `wodmail.hooks`).
+may write `KEY=VALUE` lines to `WODMAIL_VARS_FILE` (see `wodmail.hooks`), and
+`WODMAIL_SECRET=value` lines for values to mask.
+
+The vars file is in the one folder the script's user may write: it is read only as a
+regular file of that user with a single name, through a descriptor opened without
+following a symbolic link, and at most `VARS_CAP` bytes of it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wodmail.errors import ConfigurationError, HookFailed
+from wodmail.hooks._process import Workspace
 from wodmail.hooks.context import PHASES, HookContext
+from wodmail.logs import MIN_SECRET_LENGTH
+from wodmail.safefiles import UnsafeFile, open_file, owned, read_all
 
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+SECRET_KEY = "WODMAIL_SECRET"
+VARS_CAP = 1024 * 1024
+MAX_SECRETS = 64
 
 
 def script_name(phase: str, content: str) -> str:
@@ -90,9 +102,49 @@ def script_vars(ctx: HookContext, vars_file: Path) -> dict[str, str]:
     return env
 
 
-def read_vars(path: Path, hook: str) -> dict[str, str]:
-    values: dict[str, str] = {}
-    text = path.read_text(encoding="utf-8", errors="replace")
+@dataclass(frozen=True)
+class Declared:
+    """What a script wrote to WODMAIL_VARS_FILE: variables, and values to mask."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+
+
+def read_declared(workspace: Workspace, hook: str) -> Declared:
+    """The script's WODMAIL_VARS_FILE; HookFailed when it is unsafe to read or malformed.
+
+    A file the script removed declares nothing. Never says anything of what a link or a
+    foreign file it was replaced with points at.
+    """
+    path = workspace.vars_file
+    try:
+        fd = open_file(path, follow=False)
+    except FileNotFoundError:
+        return Declared()
+    except UnsafeFile as exc:
+        raise HookFailed(hook, f"WODMAIL_VARS_FILE {exc.problem}") from None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != workspace.owner:
+            raise HookFailed(hook, f"WODMAIL_VARS_FILE is {owned(info)}, not the script's "
+                                   "user's: refused")
+        if info.st_nlink != 1:
+            raise HookFailed(hook, f"WODMAIL_VARS_FILE has {info.st_nlink} names (a hard "
+                                   "link): refused")
+        try:
+            data = read_all(fd, VARS_CAP, path)
+        except UnsafeFile:
+            raise HookFailed(hook, f"WODMAIL_VARS_FILE holds over {VARS_CAP} bytes: "
+                                   "refused") from None
+    finally:
+        os.close(fd)
+    return parse_declared(data.decode("utf-8", errors="replace"), hook)
+
+
+def parse_declared(text: str, hook: str) -> Declared:
+    """`KEY=VALUE` lines (blank lines and `#` comments allowed, quotes around a value
+    removed); `WODMAIL_SECRET=value` lines are values to mask, not variables."""
+    declared = Declared()
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -103,8 +155,23 @@ def read_vars(path: Path, hook: str) -> dict[str, str]:
             raise HookFailed(
                 hook, f"line {number} of WODMAIL_VARS_FILE is not KEY=VALUE (KEY an identifier)"
             )
-        values[key] = _unquoted(value.strip())
-    return values
+        value = _unquoted(value.strip())
+        if key == SECRET_KEY:
+            declared.secrets.append(_secret(value, number, len(declared.secrets), hook))
+        else:
+            declared.values[key] = value
+    return declared
+
+
+def _secret(value: str, number: int, earlier: int, hook: str) -> str:
+    if len(value) < MIN_SECRET_LENGTH:
+        raise HookFailed(hook, f"line {number} of WODMAIL_VARS_FILE: a {SECRET_KEY} of "
+                               f"{len(value)} characters cannot be masked (it needs at least "
+                               f"{MIN_SECRET_LENGTH})")
+    if earlier >= MAX_SECRETS:
+        raise HookFailed(hook, f"line {number} of WODMAIL_VARS_FILE: more than {MAX_SECRETS} "
+                               f"{SECRET_KEY} lines")
+    return value
 
 
 def _unquoted(value: str) -> str:

@@ -11,7 +11,8 @@ from typing import Any
 import structlog
 
 from wodmail.errors import ConfigurationError
-from wodmail.hooks._process import base_env, run_checked, scratch_folder
+from wodmail.hooks._process import base_env, hook_workspace, run_checked
+from wodmail.logs import MIN_SECRET_LENGTH, register_secret
 
 PHASES = ("create", "post_copy", "cleanup", "reset")
 DEFAULT_TIMEOUT = 300.0
@@ -53,6 +54,22 @@ class HookContext:
     """More variables procmail-action.sh exported to scripts (accessToken, WODAPIDBEXTURL)."""
     log: Any = field(default_factory=lambda: structlog.get_logger(__name__), repr=False)
     """A structlog logger bound to the order."""
+
+    def secret(self, value: str) -> str:
+        """Mask `value` from now on, and return it: a token or password the hook fetched or
+        made (`token = ctx.secret(await fetch_token())`) then shows as `***` in this order's
+        hook output and error, in the logs and in `wodmail show`.
+
+        ValueError for a value of fewer than 4 characters: masking it would garble every
+        line it occurs in, so it cannot be kept secret this way (TypeError for a non-string).
+        """
+        if not isinstance(value, str):
+            raise TypeError(f"ctx.secret: expected a string, got {type(value).__name__}")
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ValueError(f"ctx.secret: a secret of {len(value)} characters cannot be masked "
+                             f"(it needs at least {MIN_SECRET_LENGTH})")
+        register_secret(value)
+        return value
 
     def __post_init__(self) -> None:
         if not self.students and self.student is not None:
@@ -98,13 +115,13 @@ class HookContext:
         or the time limit raises HookFailed with the output.
         """
         name = f"command {os.fspath(argv[0])}"
-        with scratch_folder() as scratch:
+        with hook_workspace(None) as workspace:
             finished = await run_checked(
                 name,
                 [os.fspath(arg) for arg in argv],
                 env={**base_env(), **(env or {})},
                 cwd=cwd,
                 kill_after=kill_after,
-                scratch=scratch,
+                workspace=workspace,
             )
         return finished.output

@@ -18,17 +18,19 @@ from pydantic import BaseModel
 
 from wodmail.errors import ConfigurationError, HookFailed, TransientError
 from wodmail.hooks._loader import PUBLIC_HANDLERS, Handler, handler_failure, load_handlers
-from wodmail.hooks._process import base_env, empty_file, run_checked, scratch_folder
+from wodmail.hooks._process import Finished, Workspace, base_env, hook_workspace, start_process
 from wodmail.hooks._scripts import (
+    Declared,
     check_startable,
     executable_script,
     ignored_script,
     ignored_scripts,
-    read_vars,
+    read_declared,
     script_vars,
 )
 from wodmail.hooks.context import DEFAULT_TIMEOUT, PHASES, HookContext, HookFunction
 from wodmail.hooks.scriptenv import ScriptShell, script_shell
+from wodmail.logs import scrub_text
 
 if TYPE_CHECKING:
     from wodmail.config import Config
@@ -112,6 +114,7 @@ class Hooks:
             installation.wod_sh if installation else None,
             installation.private_sh if installation else None,
         )
+        shell.check_sourced()
         return cls.load(
             public_handlers=public_handlers,
             private_handlers=config.handlers.private,
@@ -138,6 +141,7 @@ class Hooks:
                 if step.script is not None:
                     check_startable(step.script)
                     self.shell.check_reachable(step.script)
+                    self.shell.check_sourced()
             for _, folder in self._sides:
                 ignored = ignored_script(folder, phase, content)
                 if ignored is not None:
@@ -147,7 +151,8 @@ class Hooks:
     async def run(self, phase: str, ctx: HookContext) -> list[HookRun]:
         """Run every hook of `phase` for `ctx.content`, in order; HookFailed on the first failure.
 
-        Per-student variables the hooks set end up in `ctx.student_vars`.
+        Per-student variables the hooks set end up in `ctx.student_vars`. Secrets a hook
+        declared (`ctx.secret`, WODMAIL_SECRET) are masked in the output and the failure.
         """
         runs: list[HookRun] = []
         for step in self._steps(phase, ctx.content):
@@ -155,8 +160,10 @@ class Hooks:
             try:
                 output = await self._run_step(step, ctx)
             except HookFailed as exc:
-                ctx.log.warning("hook failed", hook=step.name, error=str(exc), ms=_ms(started))
-                raise
+                masked = HookFailed(exc.hook, scrub_text(exc.message),
+                                    output=scrub_text(exc.output))
+                ctx.log.warning("hook failed", hook=step.name, error=str(masked), ms=_ms(started))
+                raise masked from None
             user = self.shell.label if step.script is not None else ""
             run = HookRun(name=step.name, ms=_ms(started), ok=True, output=output, user=user)
             ctx.log.info("hook done", hook=run.name, ms=run.ms)
@@ -201,20 +208,43 @@ class Hooks:
             raise handler_failure(name, exc) from exc
 
     async def _run_script(self, name: str, script: Path, ctx: HookContext) -> str:
-        with scratch_folder() as scratch:
-            vars_file = empty_file(scratch / "vars")
-            self.shell.prepare(scratch, [vars_file])
-            finished = await run_checked(
-                name,
-                self.shell.argv(script),
-                env=self.shell.env(base_env(), script_vars(ctx, vars_file)),
-                cwd=script.parent,
-                kill_after=self._timeout,
-                scratch=scratch,
-                user=self.shell.user,
-            )
-            ctx.student_vars.update(read_vars(vars_file, name))
-        return finished.output
+        with hook_workspace(self.shell.user) as workspace:
+            finished = await self._start_script(name, script, ctx, workspace)
+            try:
+                declared = read_declared(workspace, name)
+            except HookFailed as exc:
+                declared, unreadable = Declared(), exc
+            else:
+                unreadable = None
+        # The secrets first: they are masked from the output of a failed script too.
+        for secret in declared.secrets:
+            ctx.secret(secret)
+        output = scrub_text(finished.output)
+        if finished.status != 0:
+            raise HookFailed(name, finished.failure(self._timeout), output=output)
+        if unreadable is not None:
+            raise HookFailed(name, unreadable.message, output=output)
+        ctx.student_vars.update(declared.values)
+        return output
+
+    async def _start_script(
+        self, name: str, script: Path, ctx: HookContext, workspace: Workspace
+    ) -> Finished:
+        shell = self.shell
+        try:
+            with shell.launch(script) as (argv, fds):
+                return await start_process(
+                    name,
+                    argv,
+                    env=shell.env(base_env(), script_vars(ctx, workspace.vars_file)),
+                    cwd=script.parent,
+                    kill_after=self._timeout,
+                    workspace=workspace,
+                    user=shell.user,
+                    pass_fds=fds,
+                )
+        except ConfigurationError as exc:  # wod.sh or wod-private.sh refused (UnsafeFile)
+            raise HookFailed(name, str(exc)) from exc
 
 
 def check(config: Config, *, public_handlers: str | Path | None = PUBLIC_HANDLERS) -> list[str]:

@@ -16,37 +16,49 @@ root it cannot switch: scripts run as the daemon's own user, and `HookRun.user` 
 variables (passed in the environment as `WODMAIL_SET_<NAME>`, so neither sourced file nor
 profile can override them, and never on a command line where `ps` would show secrets), sets
 `USER=$LOGNAME` as procmail-action.sh did, and execs the script.
+
+When wodmail is root, wod.sh and wod-private.sh are opened by the daemon and checked before
+each run: a regular file (wod-private.sh, in the WoD user's tree, not through a symbolic
+link) owned by root or by the user that sources it, not writable by group or others
+(`wodmail.safefiles`). The wrapper sources exactly those files, through the descriptors it
+inherits (`/dev/fd/N`), so a file swapped after the check is never the one sourced.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import shutil
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from wodmail.errors import AccountError, ConfigurationError
+from wodmail.safefiles import as_root, check_owner, open_file, whom
 from wodmail.userdb import UserDb
 
 log = structlog.get_logger(__name__)
 
 SET_PREFIX = "WODMAIL_SET_"
 LOGIN_PATH = "/usr/local/bin:/usr/bin:/bin"
+# $1 and $2: the descriptors (numbers) of wod.sh and wod-private.sh, or "" for none.
 WRAPPER = r"""
-wod_sh=$1; private_sh=$2; shift 2
-if [ -n "$wod_sh" ] && [ -r "$wod_sh" ]; then . "$wod_sh" </dev/null; fi
-if [ -n "$private_sh" ] && [ -r "$private_sh" ]; then . "$private_sh" </dev/null; fi
+wodmail_fds="$1 $2"; shift 2
+for wodmail_fd in $wodmail_fds; do
+  if [ -r "/dev/fd/$wodmail_fd" ]; then . "/dev/fd/$wodmail_fd" </dev/null; fi
+done
+for wodmail_fd in $wodmail_fds; do exec {wodmail_fd}<&-; done
 for wodmail_name in $(compgen -e); do
   case $wodmail_name in
     WODMAIL_SET_*) export "${wodmail_name#WODMAIL_SET_}=${!wodmail_name}"; unset "$wodmail_name";;
   esac
 done
-unset wodmail_name wod_sh private_sh
+unset wodmail_name wodmail_fd wodmail_fds
 export USER=$LOGNAME
 exec "$@"
 """
@@ -87,13 +99,52 @@ class ScriptShell:
         own = pwd.getpwuid(os.geteuid()).pw_name
         return f"{own} ({self.not_switched})" if self.not_switched else own
 
-    def argv(self, script: Path) -> list[str]:
+    @property
+    def sourcing_uid(self) -> int:
+        """Who sources wod.sh and wod-private.sh: the script's user."""
+        return self.user.uid if self.user is not None else os.geteuid()
+
+    @contextmanager
+    def launch(self, script: Path) -> Iterator[tuple[list[str], tuple[int, ...]]]:
+        """The argv that starts `script`, and the descriptors it must inherit (wod.sh and
+        wod-private.sh, checked: UnsafeFile), open until the block ends."""
         if not self.wrapped:
-            return [str(script)]
-        bash = shutil.which("bash") or "/bin/bash"
-        login = ["--login"] if self.user is not None else ["--noprofile", "--norc"]
-        return [bash, *login, "-c", WRAPPER, "wodmail-hook", str(self.wod_sh or ""),
-                str(self.private_sh or ""), str(script)]
+            yield [str(script)], ()
+            return
+        with ExitStack() as stack:
+            fds = [self._open_sourced(path, follow, stack)
+                   for path, follow in ((self.wod_sh, True), (self.private_sh, False))]
+            bash = shutil.which("bash") or "/bin/bash"
+            login = ["--login"] if self.user is not None else ["--noprofile", "--norc"]
+            numbers = ["" if fd is None else str(fd) for fd in fds]
+            yield ([bash, *login, "-c", WRAPPER, "wodmail-hook", *numbers, str(script)],
+                   tuple(fd for fd in fds if fd is not None))
+
+    def check_sourced(self) -> None:
+        """UnsafeFile when wod.sh or wod-private.sh may not be sourced (see the module)."""
+        with ExitStack() as stack:
+            self._open_sourced(self.wod_sh, True, stack)
+            self._open_sourced(self.private_sh, False, stack)
+
+    def _open_sourced(self, path: Path | None, follow: bool, stack: ExitStack) -> int | None:
+        """A descriptor on `path`, checked when root; None when there is none to source (no
+        such file, or, not root, one we cannot read: the wrapper skipped those too)."""
+        if path is None:
+            return None
+        root = as_root()
+        try:
+            # wod.sh's path is root's choice (/etc); wod-private.sh's is in the WoD user's tree.
+            fd = open_file(path, follow=follow or not root)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT or not root:
+                return None
+            raise ConfigurationError(f"{path}: cannot be read: {exc.strerror}") from None
+        stack.callback(os.close, fd)
+        if root:
+            uid = self.sourcing_uid
+            check_owner(path, os.fstat(fd), owners={0, uid},
+                        use=f"sourced as {whom(uid)} before each hook script")
+        return fd
 
     def env(self, base: Mapping[str, str], exports: Mapping[str, str]) -> dict[str, str]:
         """The environment: `base` (the daemon's safe subset) or the switched user's login
@@ -109,13 +160,6 @@ class ScriptShell:
         if not self.wrapped:
             return {**env, **exports}
         return {**env, **{SET_PREFIX + key: value for key, value in exports.items()}}
-
-    def prepare(self, scratch: Path, files: list[Path]) -> None:
-        """Give the scratch folder and the files the script must write to the user."""
-        if self.user is None:
-            return
-        for path in (scratch, *files):
-            os.chown(path, self.user.uid, self.user.gid)
 
     def check_reachable(self, script: Path) -> None:
         """ConfigurationError when the user cannot reach and run `script` (its folder is

@@ -10,6 +10,13 @@ The pool survives restarts: each key made ahead is also kept as a PEM file in `f
 on an existing state dir starts with a full pool, as fast as one that ran all night. A key
 is handed out once: its file is removed before the key is used; a file that cannot be
 read back (torn by a crash) is dropped.
+
+The folder is trusted for nothing: it must be a real folder of ours (not a symbolic link;
+else keys live in memory only); a key file is read through a descriptor opened without
+following a link, and only if it is a regular file of ours; anything else in the folder is
+dropped with a warning. And since two copies of one key file are two files, the pool keeps
+the fingerprints of the keys it handed out (`KeyLedger`, beside the folder) and drops a key
+it has handed out before.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import collections
 import os
 import secrets
+import stat
 import threading
 from pathlib import Path
 
@@ -24,9 +32,15 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from wodmail.host.keyledger import KeyLedger, fingerprint
+from wodmail.safefiles import UnsafeFile, open_file, owned, read_all
+
 log = structlog.get_logger(__name__)
 
 SUFFIX = ".pem"
+LEDGER = "keys-handed-out"
+"""The ledger's file, beside the pool's folder (in the state dir)."""
+KEY_FILE_CAP = 64 * 1024
 
 
 def generate_key(bits: int) -> rsa.RSAPrivateKey:
@@ -44,6 +58,7 @@ class KeyPool:
         self._wanted = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
+        self.ledger = KeyLedger(folder.parent / LEDGER if folder is not None else None)
 
     def start(self) -> None:
         if self.size <= 0 or self._thread is not None:
@@ -55,16 +70,43 @@ class KeyPool:
 
     def _load_stored(self) -> None:
         """Takes the keys an earlier process left (only their names: read at `take`)."""
-        if self.folder is None:
+        if self.folder is None or not self._own_folder(self.folder):
+            self.folder = None
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o700)
-        for leftover in self.folder.glob("*.tmp"):
-            leftover.unlink(missing_ok=True)
-        stored = sorted(self.folder.glob("*" + SUFFIX))
-        self._keys.extend((path, None) for path in stored)
+        stored = []
+        with os.scandir(self.folder) as entries:
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.name.endswith(".tmp"):
+                    path.unlink(missing_ok=True)
+                elif entry.name.endswith(SUFFIX) and _plain_file(entry):
+                    stored.append(path)
+                elif entry.name.endswith(SUFFIX):
+                    _drop(path, "not a regular file")
+        self._keys.extend((path, None) for path in sorted(stored))
         if stored:
             log.info("ssh key pool loaded from disk", keys=len(stored), folder=str(self.folder))
+
+    @staticmethod
+    def _own_folder(folder: Path) -> bool:
+        """Makes `folder` (0700); False (logged) unless it is a real folder of ours."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            log.error("ssh key pool folder refused (a symbolic link?): keys kept in memory only",
+                      folder=str(folder), error=exc.strerror)
+            return False
+        try:
+            info = os.fstat(fd)
+            if info.st_uid != os.geteuid():
+                log.error("ssh key pool folder refused: keys kept in memory only",
+                          folder=str(folder), why=f"{owned(info)}, not ours")
+                return False
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+        return True
 
     def _fill(self) -> None:
         try:
@@ -118,18 +160,41 @@ class KeyPool:
 
     def _claim(self, path: Path, key: rsa.RSAPrivateKey | None) -> rsa.RSAPrivateKey | None:
         """Removes the key's file (it is handed out once) and returns the key, read from the
-        file if need be; None for a file that is unreadable or not of the configured size."""
+        file if need be; None for a file that is unreadable, not a regular file of ours, not
+        of the configured size, or a key handed out before."""
+        if key is None:
+            key = self._read(path)
+        if key is not None and not self.ledger.claim(fingerprint(key)):
+            log.warning("pooled ssh key handed out before (a copy of its file?): dropped",
+                        file=str(path))
+            key = None
         try:
-            data = path.read_bytes() if key is None else b""
             path.unlink()
         except OSError as exc:
             log.warning("pooled ssh key unusable", file=str(path), error=str(exc))
             return None
-        if key is not None:
-            return key
+        return key
+
+    def _read(self, path: Path) -> rsa.RSAPrivateKey | None:
+        try:
+            fd = open_file(path, follow=False)
+        except (OSError, UnsafeFile) as exc:
+            log.warning("pooled ssh key unusable; dropped", file=str(path), error=str(exc))
+            return None
+        try:
+            info = os.fstat(fd)
+            if info.st_uid != os.geteuid():
+                log.warning("pooled ssh key not ours; dropped", file=str(path), why=owned(info))
+                return None
+            data = read_all(fd, KEY_FILE_CAP, path)
+        except (OSError, UnsafeFile) as exc:
+            log.warning("pooled ssh key unusable; dropped", file=str(path), error=str(exc))
+            return None
+        finally:
+            os.close(fd)
         try:
             loaded = serialization.load_pem_private_key(
-                data, None, unsafe_skip_rsa_key_validation=True  # our own file, made by us
+                data, None, unsafe_skip_rsa_key_validation=True  # made by us, in our folder
             )
         except (ValueError, TypeError) as exc:
             log.warning("pooled ssh key unreadable; dropped", file=str(path), error=str(exc))
@@ -144,3 +209,20 @@ class KeyPool:
     def stop(self) -> None:
         self._stopped = True
         self._wanted.set()
+
+
+def _plain_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _drop(path: Path, why: str) -> None:
+    """Removes a name from the pool's folder (a link itself, never what it points at)."""
+    log.warning("ssh key pool: dropped", file=str(path), why=why)
+    try:
+        if not path.is_dir() or path.is_symlink():
+            path.unlink()
+    except OSError as exc:
+        log.warning("ssh key pool: could not remove", file=str(path), error=str(exc))

@@ -6,7 +6,8 @@ workshop's plain files into HOME/WS and before rendering its templates, and
 installation's own `ansible-playbook` (the slow path: only installations that have them pay
 for it), in a small generated play that sees the variables `copy_folder.yml` saw: the same
 inventories, `--limit`, `WODANSPLAYOPT`/`WODANSPRIVOPT` extra vars and vault secret
-(`Installation.playbook_args`), `include_vars` of `/etc/wod.yml`, of the workshop's
+(`Installation.playbook_args`; the secret as wodmail read and checked it, copied into a
+0600 file of its own), `include_vars` of `/etc/wod.yml`, of the workshop's
 variables files and of the per-student vaulted file, and the order's `STDID`, `WORKSHOP`,
 `CHALLENGE`, `MODEWS`, `DIR` (and `PASSSTU` when the workshop exposes it), passed in a
 0600 extra-vars file rather than on a command line.
@@ -83,7 +84,9 @@ class TemplatingTasks:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="wodmail-tasks-") as tmp:
             play, extra = self._write(Path(tmp), path)
-            argv = [playbook, str(play), *self.installation.playbook_args(), "-e", f"@{extra}"]
+            vault = self._vault_password_file(Path(tmp))
+            argv = [playbook, str(play), *self.installation.playbook_args(vault),
+                    "-e", f"@{extra}"]
             status, output = _run(argv, Path(tmp), self.timeout)
         hook = f"ansible-playbook {path.name}"
         self.runs.append({"name": hook, "ms": int((time.monotonic() - started) * 1000),
@@ -91,6 +94,17 @@ class TemplatingTasks:
         if status != 0:
             why = "timed out" if status is None else f"exited with status {status}"
             raise HookFailed(hook, why, output=output)
+
+    def _vault_password_file(self, folder: Path) -> Path | None:
+        """The vault secret, as wodmail read it (checked), in a 0600 file of its own; None
+        when the installation has none."""
+        if not os.path.lexists(self.installation.vault_secret_file):
+            return None
+        path = folder / "vault-password"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(self.installation.vault.secret())
+        return path
 
     def _write(self, folder: Path, tasks: Path) -> tuple[Path, Path]:
         include = [{"ansible.builtin.include_vars": str(path)} for path in self.vars_files]

@@ -25,23 +25,27 @@ Public API (used by the config, the backend and the hooks): `read_installation`,
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import shlex
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from wodmail.errors import ConfigurationError, TemplateError, WodmailError
+from wodmail.errors import AccountError, ConfigurationError, TemplateError, WodmailError
 from wodmail.installation.facts import gather_facts
 from wodmail.installation.inventory import Inventory, Layer, host_layers, read_inventory
+from wodmail.safefiles import as_root, check_owner, open_file, whom
 from wodmail.templating.renderer import Renderer
 from wodmail.templating.varsfiles import as_variables, load_vars_file, parse_vars
 from wodmail.templating.vault import EXTRA_HINT, Vault
+from wodmail.userdb import UserDb
 
 log = structlog.get_logger(__name__)
 
@@ -50,17 +54,15 @@ DEFAULT_WOD_YML = Path("/etc/wod.yml")
 SHELL_TIMEOUT_SECONDS = 30.0
 _SEPARATOR = b"--wodmail-separator--"
 _SHELL_NOISE = frozenset({"_", "SHLVL", "PWD", "OLDPWD"})
-# Sources wod.sh as the stock scripts do, then wod-private.sh ($2, else the one wod.sh
-# points at), printing the environment before, between and after, NUL-separated.
+# Sources wod.sh (descriptor $1) as the stock scripts do, then wod-private.sh (descriptor
+# $2, if any), printing the environment before, between and after, NUL-separated ($3).
 _SOURCE_SCRIPT = r"""
-env -0; printf '%s\0' "$3"
+wodmail_wod=$1; wodmail_private=$2; wodmail_separator=$3
+env -0; printf '%s\0' "$wodmail_separator"
 set -a
-. "$1" >/dev/null 2>&1 </dev/null
-env -0; printf '%s\0' "$3"
-p="$2"
-if [ -z "$p" ] && [ -n "${WODSCRIPTPRIVDIR:-}" ]; then p="$WODSCRIPTPRIVDIR/wod-private.sh"; fi
-if [ -n "$p" ] && [ -f "$p" ]; then . "$p" >/dev/null 2>&1 </dev/null; printf '%s\0' "$p"; fi
-printf '%s\0' "$3"
+. "/dev/fd/$wodmail_wod" >/dev/null 2>&1 </dev/null
+env -0; printf '%s\0' "$wodmail_separator"
+if [ -n "$wodmail_private" ]; then . "/dev/fd/$wodmail_private" >/dev/null 2>&1 </dev/null; fi
 env -0
 """
 
@@ -153,16 +155,18 @@ class Installation:
 
     # -- running the installation's own ansible-playbook --------------------------------
 
-    def playbook_args(self) -> list[str]:
-        """The inventory, limit and extra-vars options of the old copy_folder.yml command."""
+    def playbook_args(self, vault_password_file: Path | None = None) -> list[str]:
+        """The inventory, limit and extra-vars options of the old copy_folder.yml command;
+        `vault_password_file`: a copy of the vault secret (`vault.secret()`) in a file of
+        wodmail's own, so that ansible-playbook never opens, nor runs, the WoD user's."""
         args: list[str] = []
         for inventory in self.inventories:
             args += ["-i", str(inventory)]
         args += ["--limit", self.group]
         args += self.values.get("WODANSPLAYOPT", "").split()
         args += self.values.get("WODANSPRIVOPT", "").split()
-        if self.vault_secret_file.is_file():
-            args += ["--vault-password-file", str(self.vault_secret_file)]
+        if vault_password_file is not None:
+            args += ["--vault-password-file", str(vault_password_file)]
         return args
 
     # -- wodmail's settings --------------------------------------------------------------
@@ -233,9 +237,19 @@ def read_installation(
         base_layers=(),
         extra_layers=(),
         path_origins=origins,
-        vault=Vault(private_ansible / "vault_secret"),
+        vault=Vault(private_ansible / "vault_secret", _uids(values.get("WODUSER"), accounts_root)),
     )
     return _with_layers(installation, accounts_root)
+
+
+def _uids(user: str | None, accounts_root: Path) -> set[int]:
+    """The uid of the installation's user, when it has an account."""
+    if not user:
+        return set()
+    try:
+        return {UserDb(accounts_root).uid(user)}
+    except AccountError:
+        return set()
 
 
 def _require(values: dict[str, str], name: str, wod_sh: Path) -> str:
@@ -245,29 +259,96 @@ def _require(values: dict[str, str], name: str, wod_sh: Path) -> str:
 
 
 def source_wod_sh(wod_sh: Path, private_dir: Path | None) -> tuple[dict[str, str], Path | None]:
-    """The variables `wod_sh` then wod-private.sh define, sourced by bash as the scripts do."""
+    """The variables `wod_sh` then wod-private.sh define, sourced by bash as the scripts do.
+
+    wod-private.sh is `<private_dir>/scripts/wod-private.sh`, else the one in wod.sh's
+    WODSCRIPTPRIVDIR. When wodmail is root, both are sourced with the rights of wod.sh's
+    owner (the WoD user's, as the installer leaves it; root's for a file of root's) and
+    must pass `wodmail.safefiles`' checks: UnsafeFile (a ConfigurationError) otherwise.
+    """
+    with _opened_wod_sh(wod_sh) as (wod_fd, sourcer):
+        private = None if private_dir is None else private_dir / "scripts" / "wod-private.sh"
+        sections = None
+        if private is None:  # wod.sh says where it is: source it alone first
+            sections = _source(wod_sh, sourcer, wod_fd, None)
+            found = sections[1].get("WODSCRIPTPRIVDIR")
+            private = Path(found) / "wod-private.sh" if found else None
+        with _opened_private(private, wod_sh, sourcer) as private_fd:
+            if sections is None or private_fd is not None:
+                sections = _source(wod_sh, sourcer, wod_fd, private_fd)
+            sourced = private if private_fd is not None else None
+    before, after_wod, after_private = sections
+    values = _changed(before, after_wod)
+    values.update(_changed(after_wod, after_private))
+    return values, sourced
+
+
+@contextmanager
+def _opened_wod_sh(wod_sh: Path) -> Iterator[tuple[int, int | None]]:
+    """wod.sh's descriptor, and the uid it is sourced as (None: ours, not root)."""
     try:
-        with wod_sh.open("rb") as handle:
-            owner = os.fstat(handle.fileno())
+        fd = open_file(wod_sh, follow=True)  # its path is root's choice (/etc)
     except OSError as exc:
         raise ConfigurationError(
             f"installation.wod_sh: cannot read {wod_sh}: {exc.strerror} (the file the WoD "
             "installer writes; set installation.wod_sh if it is elsewhere)"
         ) from None
-    private_sh = "" if private_dir is None else str(private_dir / "scripts" / "wod-private.sh")
+    try:
+        sourcer = None
+        if as_root():
+            # The installer gives wod.sh to the WoD user, whose scripts source it: it runs
+            # with its owner's rights, never root's (a file its owner may edit runs as its
+            # owner), and must not be writable by anyone else.
+            info = os.fstat(fd)
+            sourcer = info.st_uid
+            check_owner(wod_sh, info, owners={sourcer}, use=f"sourced as {whom(sourcer)}")
+        yield fd, sourcer
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _opened_private(
+    private: Path | None, wod_sh: Path, sourcer: int | None
+) -> Iterator[int | None]:
+    """wod-private.sh's descriptor; None when there is none to source (missing, or, not
+    root, unreadable: bash skipped those too)."""
+    if private is None:
+        yield None
+        return
+    try:
+        # Its path is in the WoD user's tree: root does not follow a link there.
+        fd = open_file(private, follow=sourcer is None)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT or sourcer is None:
+            yield None
+            return
+        raise ConfigurationError(f"{private}: cannot be read: {exc.strerror}") from None
+    try:
+        if sourcer is not None:
+            check_owner(private, os.fstat(fd), owners={0, sourcer},
+                        use=f"sourced as {whom(sourcer)} after {wod_sh}")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _source(
+    wod_sh: Path, sourcer: int | None, wod_fd: int, private_fd: int | None
+) -> list[dict[str, str]]:
+    """The environment before, after wod.sh and after wod-private.sh, from one bash run."""
     environment = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                    "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/")}
     as_owner: dict[str, Any] = {}
-    if os.geteuid() == 0 and owner.st_uid != 0:
-        # The installer gives wod.sh to the WoD user, whose scripts source it: run it with
-        # that user's rights, never root's (a file its owner may edit runs as its owner).
-        as_owner = {"user": owner.st_uid, "group": owner.st_gid, "extra_groups": []}
+    if sourcer:
+        as_owner = {"user": sourcer, "group": os.fstat(wod_fd).st_gid, "extra_groups": []}
+    fds = (wod_fd,) if private_fd is None else (wod_fd, private_fd)
     try:
         run = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-c", _SOURCE_SCRIPT, "wodmail", str(wod_sh),
-             private_sh, _SEPARATOR.decode()],
+            ["bash", "--noprofile", "--norc", "-c", _SOURCE_SCRIPT, "wodmail", str(wod_fd),
+             "" if private_fd is None else str(private_fd), _SEPARATOR.decode()],
             env=environment, capture_output=True, timeout=SHELL_TIMEOUT_SECONDS, check=False,
-            stdin=subprocess.DEVNULL, cwd="/", **as_owner,
+            stdin=subprocess.DEVNULL, cwd="/", pass_fds=fds, **as_owner,
         )
     except FileNotFoundError:
         raise ConfigurationError(f"bash is needed to read {wod_sh} and is not installed") from None
@@ -275,14 +356,10 @@ def source_wod_sh(wod_sh: Path, private_dir: Path | None) -> tuple[dict[str, str
         limit = f"{SHELL_TIMEOUT_SECONDS:.0f} s"
         raise ConfigurationError(f"{wod_sh}: sourcing it took over {limit}") from None
     sections = _sections(run.stdout)
-    if len(sections) != 4:
+    if len(sections) != 3:
         detail = run.stderr.decode("utf-8", "replace").strip()[-300:]
         raise ConfigurationError(f"{wod_sh}: bash could not source it: {detail or 'no output'}")
-    before, after_wod, private_found, after_private = sections
-    values = _changed(before, after_wod)
-    values.update(_changed(after_wod, after_private))
-    found = private_found.get("") if private_found else None
-    return values, Path(found) if found else None
+    return sections
 
 
 def _sections(output: bytes) -> list[dict[str, str]]:
@@ -295,8 +372,6 @@ def _sections(output: bytes) -> list[dict[str, str]]:
         key, equals, value = text.partition("=")
         if equals and key and "\n" not in key:
             sections[-1][key] = value
-        elif text:
-            sections[-1][""] = text  # the path printed alone (wod-private.sh)
     return sections
 
 
