@@ -286,12 +286,11 @@ def _port(checks: _Checks) -> None:
     if listen.port == 0:
         checks.add("ok", "listen", f"{listen.host}: any free port", "listen.port")
         return
-    try:
-        with socket.create_server((listen.host, listen.port), reuse_port=False):
-            pass
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            checks.add("FAIL", "listen", f"{where}: {exc.strerror or exc}", "listen.port")
+    problem = _bind_problem(listen.host, listen.port)
+    if problem is not None:
+        if problem.errno != errno.EADDRINUSE:
+            checks.add("FAIL", "listen", f"{where}: {problem.strerror or problem}",
+                       "listen.port")
             return
         greeting = _greeting(listen.host, listen.port)
         if "wodmail" in greeting:
@@ -302,6 +301,53 @@ def _port(checks: _Checks) -> None:
                        "move Postfix (or it) off that port", "listen.port")
         return
     checks.add("ok", "listen", f"{where} is free", "listen.port")
+
+
+def _bind_problem(host: str, port: int) -> OSError | None:
+    """Why `serve` could not listen on host:port now (None: it could)."""
+    try:
+        with socket.create_server((host, port), reuse_port=False):
+            return None
+    except OSError as exc:
+        return exc
+
+
+def _status_port(checks: _Checks) -> None:
+    address = checks.config.status.address()
+    if address is None:
+        return
+    host, port = address
+    where = f"{host}:{port}"
+    if port == 0:
+        checks.add("ok", "status port", f"{host}: any free port", "status.listen")
+        return
+    problem = _bind_problem(host, port)
+    if problem is None:
+        checks.add("ok", "status port", f"{where} is free", "status.listen")
+    elif problem.errno == errno.EADDRINUSE and _answers_healthz(host, port):
+        checks.add("ok", "status port", f"{where} is held by a running wodmail", "status.listen")
+    elif problem.errno == errno.EADDRINUSE:
+        checks.add("FAIL", "status port", f"{where} is taken by another program: `serve` "
+                   "would run without its status listener; free it or change status.listen",
+                   "status.listen")
+    else:
+        checks.add("FAIL", "status port", f"{where}: {problem.strerror or problem}",
+                   "status.listen")
+
+
+def _answers_healthz(host: str, port: int) -> bool:
+    """Does a wodmail status listener answer there (its /healthz JSON names a journal)?"""
+    try:
+        with socket.create_connection((host, port), timeout=3) as sock:
+            shown = f"[{host}]" if ":" in host else host
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {shown}:{port}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            answer = b""
+            while len(answer) < 65536 and (chunk := sock.recv(4096)):
+                answer += chunk
+    except OSError:
+        return False
+    return b'"journal"' in answer and b'"checks"' in answer
 
 
 def _greeting(host: str, port: int) -> str:
@@ -382,7 +428,7 @@ def _others(checks: _Checks) -> None:
 
 STEPS: tuple[Callable[[_Checks], None], ...] = (
     _urls, _portal_login, _hub_token, _users, _folders, _homes, _tools, _hooks, _port,
-    _status, _senders, _others,
+    _status, _status_port, _senders, _others,
 )
 
 

@@ -127,7 +127,7 @@ def _status_checks(box: Sandbox, **status: object) -> list[tuple[str, str, str]]
     data = box.config_data()
     data["status"] = status
     return [(check.status, check.what, check.detail) for check in run_checks(parse_config(data))
-            if check.what.startswith("status")]
+            if check.what.startswith("status") and check.what != "status port"]
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:9925", "[::]:9925", "192.0.2.7:9925",
@@ -161,3 +161,36 @@ def test_the_status_token_file_is_checked(box: Sandbox, tmp_path: Path, capsys):
     assert [line for line in found if line.startswith("FAIL")] == [
         f"FAIL  status.token_file: {token}: readable or writable by others (mode 0644): chmod "
         f"o-rwx it (0600, or 0640 for a group that must read it)  [{tmp_path / 'wodmail.yml'}]"]
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
+def test_the_status_port_taken_by_another_program_fails(box: Sandbox):
+    # serve would start without its status listener ("status listener not started"), while
+    # check-config said 0 failures.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        data = box.config_data()
+        data["status"] = {"listen": f"127.0.0.1:{port}"}
+        found = run_checks(parse_config(data))
+    [status] = [check for check in found if check.what == "status port"]
+    assert status.status == "FAIL"
+    assert f"127.0.0.1:{port} is taken by another program" in status.detail
+
+
+async def test_the_status_port_of_a_running_wodmail_is_ours(box: Sandbox, start_daemon):
+    port = _free_port()
+    data = box.config_data()
+    data["status"] = {"listen": f"127.0.0.1:{port}"}
+    await start_daemon(parse_config(data))
+    found = await asyncio.to_thread(run_checks, parse_config(data))  # the daemon must answer
+    [status] = [check for check in found if check.what == "status port"]
+    assert (status.status, status.detail) == (
+        "ok", f"127.0.0.1:{port} is held by a running wodmail")
+    # and a free one is said to be free
+    data["status"] = {"listen": f"127.0.0.1:{_free_port()}"}
+    [free] = [c for c in run_checks(parse_config(data)) if c.what == "status port"]
+    assert free.status == "ok" and free.detail.endswith("is free")
