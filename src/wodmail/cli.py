@@ -373,7 +373,7 @@ def _step_line(step: dict[str, Any]) -> str:
 def _attempt_lines(log: list[dict[str, Any]]) -> list[str]:
     if len(log) < 2 and not any(entry.get("outcome") == "interrupted" for entry in log):
         return []  # one plain attempt: the fields above say it all
-    lines = ["  attempts:"]
+    lines = ["  attempt log:"]
     for entry in log:
         outcome = entry.get("outcome") or ("running" if entry.get("started_at") else "queued")
         when = entry.get("finished_at") or entry.get("started_at") or entry.get("requested_at")

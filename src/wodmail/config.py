@@ -361,6 +361,10 @@ class Config(_Section):
     _explicit: frozenset[str] = PrivateAttr(frozenset())
     _source_name: str = PrivateAttr("wodmail.yml")
 
+    def from_installation(self, key: str) -> bool:
+        """Is this setting's value the installation's (not wodmail.yml's, not a default)?"""
+        return key in self._origins and key not in self._explicit
+
     @property
     def wod_installation(self) -> Installation | None:
         """The WoD installation read at load time (None without an `installation` block)."""

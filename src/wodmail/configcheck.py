@@ -211,6 +211,10 @@ def _folders(checks: _Checks) -> None:
             continue
         if path.is_dir():
             checks.add("ok", key, str(path), key)
+        elif not needed and not path.exists() and checks.config.from_installation(key):
+            # The installation names it, and a stock install has none (e.g. no
+            # ansible/production): copy_folder.yml then had nothing there either.
+            checks.add("ok", key, f"none ({path} does not exist)", key)
         else:
             checks.add("FAIL" if needed else "warn", key, f"{path} is not a folder", key)
     _state_dir(checks)

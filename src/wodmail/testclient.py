@@ -89,21 +89,31 @@ def default_sender(config: Config) -> str:
     return senders[0] if senders else "wodmail-test@localhost"
 
 
+def default_recipient(config: Config) -> str:
+    """The order mailbox as the old tool addressed it: WODUSER@WODBEFQDN of the installation
+    (mail to anyone else would be relayed, not taken as an order, when a relay is set)."""
+    variables = load_base_variables(config)
+    user = variables.get("WODUSER") or config.accounts.admin_user or "wodadmin"
+    domain = variables.get("WODBEFQDN") or "localhost"
+    return f"{user}@{domain}"
+
+
 def send(config: Config, args: argparse.Namespace, mails: list[tuple[str, str]]) -> list[int]:
     host = args.host or config.listen.host
     port = args.port or config.listen.port
     sender = args.sender or default_sender(config)
+    recipient = default_recipient(config)
     job_ids: list[int] = []
     with smtplib.SMTP(host, port, timeout=30) as smtp:
         for subject, body in mails:
             message = EmailMessage()
             message["From"] = sender
-            message["To"] = "wodadmin@localhost"
+            message["To"] = recipient
             message["Subject"] = subject
             message.set_content(body)
             smtp.ehlo()
             smtp.mail(sender)
-            smtp.rcpt("wodadmin@localhost")
+            smtp.rcpt(recipient)
             code, reply = smtp.data(message.as_bytes())
             print(f"{subject}: {code} {reply.decode('utf-8', 'replace')}")
             match = JOB_REPLY.search(reply)

@@ -180,6 +180,34 @@ async def test_wodmail_test_is_accepted_by_a_daemon_with_wodsender_only(
     assert code == 0
 
 
+def test_wodmail_test_addresses_the_installations_order_mailbox(tmp_path):
+    vars_file = tmp_path / "all.yml"
+    vars_file.write_text("WODUSER: wodops\nWODBEFQDN: backend.example.org\n")
+    config = parse_config({"group_vars": [str(vars_file)]})
+    assert testclient.default_recipient(config) == "wodops@backend.example.org"
+    assert testclient.default_recipient(parse_config({})).endswith("@localhost")
+
+
+async def test_wodmail_test_orders_are_orders_on_a_backend_that_relays(
+    make_config, start_daemon, tmp_path
+):
+    # With a relay, mail to anyone but the order mailbox is passed on: with the mailbox set
+    # to the backend's name, wodmail-test's old hard-coded wodadmin@localhost was relayed.
+    vars_file = tmp_path / "all.yml"
+    vars_file.write_text("WODSENDER: wod-portal@example.org\nWODUSER: wodops\n"
+                         "WODBEFQDN: backend.example.org\n")
+    relay = {"host": "127.0.0.1", "port": 1,  # nothing listens: relayed mail would wait
+             "order_recipients": ["@backend.example.org"]}
+    config = make_config(group_vars=[str(vars_file)], relay=relay)
+    daemon = await start_daemon(config)
+    path = write_config(tmp_path / "c.yml", {"state_dir": str(config.state_dir),
+                                             "group_vars": [str(vars_file)], "relay": relay,
+                                             "listen": {"port": daemon.port}})
+    code = await asyncio.to_thread(
+        testclient.main, ["CREATE", WS, "3", "--wait", "--timeout", "60", "-c", str(path)])
+    assert code == 0
+
+
 def test_demo_config_keeps_the_admins_settings_but_never_their_accounts(tmp_path):
     box = make_sandbox(tmp_path / "box", students=range(1, 3))
     try:

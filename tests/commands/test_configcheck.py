@@ -194,3 +194,21 @@ async def test_the_status_port_of_a_running_wodmail_is_ours(box: Sandbox, start_
     data["status"] = {"listen": f"127.0.0.1:{_free_port()}"}
     [free] = [c for c in run_checks(parse_config(data)) if c.what == "status port"]
     assert free.status == "ok" and free.detail.endswith("is free")
+
+
+def test_an_installation_folder_a_stock_install_lacks_is_none_not_a_warning(tmp_path: Path):
+    # A stock install has no ansible/production (the public variables folder
+    # copy_folder.yml looked into): check-config says "none" for it, as it is no problem.
+    from support.wod_installation import build_installation
+
+    tree = build_installation(tmp_path / "wod")
+    shutil.rmtree(tree.public_vars, ignore_errors=True)
+    data = tree.config(state_dir=str(tmp_path / "state"), status={"listen": None})
+    found = {check.what: check for check in run_checks(parse_config(data))}
+    public_vars = found["notebooks.public_vars"]
+    assert (public_vars.status, public_vars.detail) == (
+        "ok", f"none ({tree.public_vars} does not exist)")
+    # Named in wodmail.yml, a missing folder is still worth a warning.
+    data["notebooks"] = {**data.get("notebooks", {}), "public_vars": str(tree.public_vars)}
+    found = {check.what: check for check in run_checks(parse_config(data))}
+    assert found["notebooks.public_vars"].status == "warn"

@@ -85,6 +85,8 @@ async def test_retry_runs_a_failed_order_again_as_a_new_attempt(
     shown = capsys.readouterr().out
     assert "1. (received) failed" in shown and "hub start: JupyterHub: 503" in shown
     assert "2. (retry) done" in shown
+    # The count and the log of attempts are two lines with two names.
+    assert shown.count("attempts:") == 1 and "  attempt log:" in shown
 
 
 async def test_retry_refuses_what_cannot_run_again(make_config, start_daemon, tmp_path, capsys):
