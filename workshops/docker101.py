@@ -32,6 +32,7 @@ from wodmail.errors import AccountError, ConfigurationError
 from wodmail.hooks import HookContext
 
 WORKSHOPS = ("WKSHP-Docker101",)
+PROVIDES = ("HTTPPORT",)
 
 HTTP_PORT_KEY = "HTTPPORT-WKSHP-Docker101"
 SSH_PORT_KEY = "SSHPORT-WKSHP-Docker101"

@@ -498,19 +498,20 @@ def _confirmed(question: str) -> bool:
 def _cmd_render(config: Config, args: argparse.Namespace) -> int:
     from wodmail.lifecycle.preview import render_workshop
 
-    issues, written, warnings = render_workshop(config, args.workshop, args.student, args.out,
-                                                args.password)
-    for warning in warnings:
+    preview = render_workshop(config, args.workshop, args.student, args.out, args.password)
+    for warning in preview.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    for issue in issues:
+    for issue, hook in preview.at_create:
+        print(f"{issue.file}: {issue.variable} is set at CREATE by {hook}")
+    for issue in preview.issues:
         print(f"{issue.file}: {issue.problem}", file=sys.stderr)
-    if issues:
-        print(f"{len(issues)} problem(s); nothing written", file=sys.stderr)
+    if preview.issues:
+        print(f"{len(preview.issues)} problem(s); nothing written", file=sys.stderr)
         return 1
     if args.out is None:
         print(f"{args.workshop} renders cleanly for student {args.student}")
     else:
-        print(f"{written} files written to {args.out}")
+        print(f"{preview.written} files written to {args.out}")
     return 0
 
 

@@ -64,8 +64,8 @@ def write_pass_file(tree: Tree, student: int, text: str) -> Path:
 
 def rendered(tree: Tree, out: Path, student: int = 7) -> str:
     config = parse_config(tree.config(), "wodmail.yml")
-    issues, written, _ = render_workshop(config, WORKSHOP, student, out, None)
-    assert issues == [] and written >= 1
+    preview = render_workshop(config, WORKSHOP, student, out, None)
+    assert preview.issues == [] and preview.written >= 1
     return (out / "0-ReadMeFirst.ipynb").read_text()
 
 

@@ -28,7 +28,9 @@ Public before private, as the procmail API did; within a side the module runs be
 script. The first failure stops the phase (the procmail API ran under `set -e`).
 
 Handler modules declare `WORKSHOPS = ("WKSHP-Docker101", ...)` (content folder names: a
-challenge `CHLG-x` uses the module of `WKSHP-x`) and define any of `async def create(ctx)`,
+challenge `CHLG-x` uses the module of `WKSHP-x`), optionally `PROVIDES = ("HTTPPORT", ...)`
+(the per-student template variables their hooks set, which `wodmail render` then lists as
+"set at CREATE" instead of undefined), and define any of `async def create(ctx)`,
 `post_copy(ctx)`, `cleanup(ctx)`, `reset(ctx)` taking a `HookContext`. Files whose name
 starts with `_` are helpers, not handlers. Two modules of one folder claiming the same
 workshop, a module that fails to import or a hook that is not `async` is a configuration

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import inspect
 import pkgutil
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from wodmail.hooks._process import cap_text
 from wodmail.hooks.context import PHASES, HookFunction
 
 PUBLIC_HANDLERS = "wodmail.workshops"
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Handler:
     file: str
     module: ModuleType
     workshops: tuple[str, ...]
+    provides: tuple[str, ...] = ()
+    """The per-student template variables its hooks set (its `PROVIDES`)."""
 
     def function(self, phase: str) -> HookFunction | None:
         return getattr(self.module, phase, None)
@@ -132,7 +136,20 @@ def _handler(module: ModuleType, *, origin: str, file: str) -> Handler:
             raise ConfigurationError(
                 f"handler module {file}: {phase} must be an async function (async def)"
             )
-    return Handler(origin=origin, file=file, module=module, workshops=tuple(declared))
+    return Handler(origin=origin, file=file, module=module, workshops=tuple(declared),
+                   provides=_provides(module, file))
+
+
+def _provides(module: ModuleType, file: str) -> tuple[str, ...]:
+    provided = getattr(module, "PROVIDES", ())
+    if not isinstance(provided, tuple | list) or not all(
+        isinstance(name, str) and VARIABLE_NAME.fullmatch(name) for name in provided
+    ):
+        raise ConfigurationError(
+            f"handler module {file}: PROVIDES must be a tuple of template variable names, "
+            f'e.g. PROVIDES = ("HTTPPORT",); got {provided!r}'
+        )
+    return tuple(provided)
 
 
 def handler_failure(name: str, exc: BaseException) -> HookFailed:

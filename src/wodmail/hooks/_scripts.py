@@ -178,3 +178,24 @@ def _unquoted(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1]
     return value
+
+
+# `ansible-vault encrypt_string ... --name VAR` (how stock create scripts store a per-student
+# variable), and `echo VAR=... >> $WODMAIL_VARS_FILE`; continuation lines joined first.
+_VAULTED = re.compile(
+    r"ansible-vault\s+encrypt_string\b[^\n]*?--name[=\s]+['\"]?([A-Za-z_][A-Za-z0-9_]*)"
+)
+_VARS_FILE_LINE = re.compile(
+    r"\b(?:echo|printf)\s+['\"]?([A-Za-z_][A-Za-z0-9_]*)=[^\n]*>>?\s*['\"]?\$\{?WODMAIL_VARS_FILE"
+)
+
+
+def scripted_variables(script: Path) -> list[str]:
+    """The per-student variables a legacy script visibly stores, read from its text."""
+    try:
+        text = script.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    text = text.replace("\\\n", " ")
+    found = _VAULTED.findall(text) + _VARS_FILE_LINE.findall(text)
+    return list(dict.fromkeys(found))

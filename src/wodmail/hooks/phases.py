@@ -27,6 +27,7 @@ from wodmail.hooks._scripts import (
     ignored_scripts,
     read_declared,
     script_vars,
+    scripted_variables,
 )
 from wodmail.hooks.context import DEFAULT_TIMEOUT, PHASES, HookContext, HookFunction
 from wodmail.hooks.scriptenv import ScriptShell, script_shell
@@ -123,6 +124,22 @@ class Hooks:
             timeout=config.scripts.timeout_seconds,
             shell=shell,
         )
+
+    def provided(self, content: str) -> dict[str, str]:
+        """The per-student variables the CREATE hooks of `content` set, and which hook: the
+        names handler modules declare (`PROVIDES`) and those their scripts visibly store."""
+        found: dict[str, str] = {}
+        for handlers, scripts in self._sides:
+            handler = handlers.get(content)
+            if handler is not None:
+                for name in handler.provides:
+                    found.setdefault(name, f"module {handler.origin}")
+            for phase in ("create", "post_copy"):
+                script = executable_script(scripts, phase, content)
+                if script is not None:
+                    for name in scripted_variables(script):
+                        found.setdefault(name, f"script {script}")
+        return found
 
     def has(self, phase: str, content: str) -> bool:
         """Whether any module function or executable script exists for `phase` of `content`."""

@@ -88,6 +88,8 @@ class TemplateIssue:
     problem: str
     undefined: bool = False
     """An undefined variable (which a create hook may still provide), not a syntax error."""
+    variable: str | None = None
+    """The undefined variable's name, when the problem is one."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,8 @@ def check_tree(source: Path, renderer: Renderer) -> list[TemplateIssue]:
         except TemplateError as exc:
             issues.append(TemplateIssue(name, str(exc).removeprefix(f"{exc.file}: ")))
             continue
-        issues.extend(TemplateIssue(name, _undefined_problem(item), undefined=True)
+        issues.extend(TemplateIssue(name, _undefined_problem(item), undefined=True,
+                                    variable=None if " " in item else item)
                       for item in sorted(undefined))
     return issues
 

@@ -224,13 +224,20 @@ class Backend:
     # -- deploy ------------------------------------------------------------------------------
 
     def renderer(
-        self, workshop: Workshop, student: int, password: str | None
+        self,
+        workshop: Workshop,
+        student: int,
+        password: str | None,
+        *,
+        defaults: dict[str, Any] | None = None,
     ) -> Renderer:
-        """The template variables of a CREATE for `student`, layered as copy_folder.yml saw them."""
+        """The template variables of a CREATE for `student`, layered as copy_folder.yml saw
+        them; `defaults` stand below the per-student variables (`wodmail render`'s
+        placeholders for what create hooks set)."""
         exposed = password if (workshop.record.ldap or workshop.record.varpass) else None
         notebooks = self.config.notebooks
         installation = self.config.wod_installation
-        per_student = self.student_vars.load(student, workshop.content)
+        per_student = {**(defaults or {}), **self.student_vars.load(student, workshop.content)}
         extra: dict[str, Any] = {}
         if installation is not None:
             # The vaulted pass/variables_<W>_<N>.yml that create hooks write, as

@@ -8,6 +8,7 @@ CREATE would put in HOME/WS.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wodmail.config import Config
@@ -20,11 +21,23 @@ from wodmail.orders import content_of, is_workshop_name
 PLACEHOLDER_PASSWORD = "PASSSTU-placeholder"
 
 
+@dataclass
+class Preview:
+    issues: list[TemplateIssue]
+    """Problems: syntax errors and variables nothing defines."""
+    written: int
+    """Files written to `out` (0 when there were problems)."""
+    warnings: tuple[str, ...]
+    """About the workshop's record (fields of its wod.yml that were ignored)."""
+    at_create: list[tuple[TemplateIssue, str]] = field(default_factory=list)
+    """Variables the workshop's CREATE hooks set (not problems), with the hook setting each."""
+
+
 def render_workshop(
     config: Config, workshop_name: str, student: int, out: Path | None, password: str | None
-) -> tuple[list[TemplateIssue], int, tuple[str, ...]]:
-    """Problems found, the number of files written to `out` (0 when there were problems),
-    and the warnings about the workshop's record (fields of its wod.yml that were ignored)."""
+) -> Preview:
+    """The workshop rendered for `student` (into `out`, when given and nothing is wrong).
+    A variable that a create hook sets is no problem: with `out`, it gets a placeholder."""
     if not is_workshop_name(workshop_name):
         raise WodmailError(f"not a workshop name: {workshop_name!r}")
     students = config.students
@@ -33,16 +46,22 @@ def render_workshop(
     content, mode = content_of(workshop_name)
     workshop = local_workshop(config, workshop_name, content, mode.value)
     backend = Backend.from_config(config)
-    renderer = backend.renderer(workshop, student, password or PLACEHOLDER_PASSWORD)
-    issues = check_tree(workshop.folder, renderer)
+    provided = backend.hooks.provided(content)
+    placeholders = {name: f"<{name}: set at CREATE by {hook}>" for name, hook in provided.items()}
+    password = password or PLACEHOLDER_PASSWORD
+    found = check_tree(workshop.folder, backend.renderer(workshop, student, password))
+    issues = [issue for issue in found if issue.variable not in provided]
+    at_create = [(issue, provided[issue.variable]) for issue in found
+                 if issue.variable in provided]
     if issues or out is None:
-        return issues, 0, workshop.warnings
+        return Preview(issues, 0, workshop.warnings, at_create)
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise WodmailError(f"{out} is not empty")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".wodmail-render-") as tmp:
         extras = backend.deploy_extras(workshop, student)  # its templating tasks do not run
+        renderer = backend.renderer(workshop, student, password, defaults=placeholders)
         tree = render_tree(workshop.folder, Path(tmp) / content, renderer, extras)
         for item in (Path(tmp) / content).iterdir():
             item.rename(out / item.name)
-    return [], len(tree.files), workshop.warnings
+    return Preview([], len(tree.files), workshop.warnings, at_create)
