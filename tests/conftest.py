@@ -15,7 +15,8 @@ from wodmail.service import Daemon
 # The helpers of tests/support (tests/ is on sys.path: this conftest's folder). Their
 # fixtures are registered here once, for every test module.
 pytest.register_assert_rewrite("support")
-pytest_plugins = ["support.e2e", "support.standin_fixtures", "support.slapd_fixture"]
+pytest_plugins = ["support.e2e", "support.standin_fixtures", "support.slapd_fixture",
+                  "support.local_users"]
 
 WORKSHOPS = ("WKSHP-API101", "WKSHP-K8S101", "WKSHP-OneView", "WKSHP-Docker101")
 

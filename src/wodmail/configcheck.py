@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from wodmail.config import Config, load_base_variables, provenance
 from wodmail.errors import WodmailError
+from wodmail.intake import localusers
 from wodmail.relay.routing import order_recipients
 from wodmail.userdb import UserDb
 
@@ -293,7 +294,7 @@ def _port(checks: _Checks) -> None:
             checks.add("FAIL", "listen", f"{where}: {exc.strerror or exc}", "listen.port")
             return
         greeting = _greeting(listen.host, listen.port)
-        if "wodmail" in greeting:
+        if "wodmail" in greeting or "listen.local_users" in greeting:  # or refusing us
             checks.add("ok", "listen", f"{where} is held by a running wodmail", "listen.port")
         else:
             shown = greeting or "no SMTP greeting"
@@ -301,6 +302,18 @@ def _port(checks: _Checks) -> None:
                        "move Postfix (or it) off that port", "listen.port")
         return
     checks.add("ok", "listen", f"{where} is free", "listen.port")
+
+
+def _local_users(checks: _Checks) -> None:
+    listen = checks.config.listen
+    users = localusers.resolve(listen.local_users, checks.config.accounts.admin_user)
+    detail = ", ".join(users.shown) or "nobody"
+    status: Status = "ok"
+    if users.unknown:
+        status = "FAIL" if users.explicit else "warn"
+        detail += f"; no such user on this host: {', '.join(users.unknown)}"
+    checks.add(status, "listen.local_users in force",
+               f"{detail} (any other local user gets 554)", "listen.local_users")
 
 
 def _greeting(host: str, port: int) -> str:
@@ -341,7 +354,7 @@ def _others(checks: _Checks) -> None:
 
 STEPS: tuple[Callable[[_Checks], None], ...] = (
     _urls, _portal_login, _hub_token, _users, _folders, _homes, _tools, _hooks, _port,
-    _senders, _others,
+    _local_users, _senders, _others,
 )
 
 

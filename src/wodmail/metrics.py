@@ -47,8 +47,8 @@ PEER_ERRORS = Counter("wodmail_peer_errors", "Failed calls to the portal and the
 SMTP_SESSIONS = Counter("wodmail_smtp_sessions", "SMTP connections accepted",
                         registry=REGISTRY)
 SMTP_REFUSALS = Counter("wodmail_smtp_refusals", "Connections and mails refused, by reason "
-                        "(network, capacity, sender, size, order, other)", ["reason"],
-                        registry=REGISTRY)
+                        "(network, user, capacity, peer_capacity, timeout, sender, size, "
+                        "order, other)", ["reason"], registry=REGISTRY)
 
 _NUMBERS = re.compile(r"\d+")
 

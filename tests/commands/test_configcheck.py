@@ -16,6 +16,7 @@ from wodmail import cli
 from wodmail.config import parse_config
 from wodmail.configcheck import run_checks
 from wodmail.dev.sandbox import Sandbox, make_sandbox
+from wodmail.intake import localusers
 
 
 @pytest.fixture
@@ -111,6 +112,19 @@ def test_the_allowed_senders_in_force_are_printed(box: Sandbox, tmp_path: Path):
     [senders] = [c for c in run_checks(parse_config(data))
                  if c.what == "allowed_senders in force"]
     assert senders.detail == "a@b.c (from allowed_senders)"
+
+
+def test_the_local_users_in_force_are_printed(box: Sandbox):
+    data = box.config_data()
+    data["listen"]["local_users"] = ["root", 4242]
+    [users] = [c for c in run_checks(parse_config(data)) if c.what == "listen.local_users in force"]
+    assert (users.status, users.detail) == (
+        "ok", f"uid 0 (root), {localusers.label(4242)} (any other local user gets 554)")
+    data["listen"]["local_users"] = ["root", "no-such-admin"]
+    [users] = [c for c in run_checks(parse_config(data)) if c.what == "listen.local_users in force"]
+    assert (users.status, users.detail) == (
+        "FAIL", "uid 0 (root); no such user on this host: no-such-admin"
+        " (any other local user gets 554)")
 
 
 def test_missing_tools_are_named(box: Sandbox, monkeypatch):
