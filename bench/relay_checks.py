@@ -12,6 +12,7 @@ Run: .venv/bin/python bench/relay_checks.py [--rounds 2000]
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import socket
 import statistics
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 from _cli import positive  # bench/ is on sys.path when a script runs
 
 from wodmail.config import Relay
-from wodmail.intake.peeruid import local_uid
+from wodmail.intake.sockowner import SocketOwners
 from wodmail.relay.policy import RelayPolicy
 
 SENDER = "wod@example.org"
@@ -64,7 +65,12 @@ def main() -> None:
         client = socket.create_connection(server.getsockname())
         accepted, _ = server.accept()
         peer, local = accepted.getpeername(), accepted.getsockname()
-        print(f"uid lookup (netlink): {timed(rounds, lambda n: local_uid(peer, local))}")
+        owners = SocketOwners()
+        client_end = (ipaddress.ip_address(peer[0]), peer[1])
+        server_end = (ipaddress.ip_address(local[0]), local[1])
+        print(f"uid lookup (sock_diag): "
+              f"{timed(rounds, lambda n: owners.owner(client_end, server_end))}")
+        owners.close()
         client.close()
         accepted.close()
     table = Path("/proc/net/tcp")

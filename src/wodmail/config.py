@@ -46,6 +46,35 @@ class Listen(_Section):
     # Sessions at once; one more gets 421. Sized with the unit's LimitNOFILE (open files):
     # each session holds one descriptor, plus some for the journal, hooks and peers.
     max_connections: int = Field(256, ge=1, le=65536)
+    # Below max_connections, so that no single client can take every session: a remote
+    # client per address (the portal sends one connection per mail, all at once in a bulk
+    # action), a local one per uid (an admin tool or script).
+    max_connections_per_ip: int = Field(128, ge=1, le=65536)
+    max_connections_per_uid: int = Field(64, ge=1, le=65536)
+    # Until the first command (HELO, EHLO, or MAIL for the netcat tool); then the idle timeout.
+    greeting_timeout_seconds: float = Field(30.0, gt=0)
+    # Local users (names or uids) whose connections may send orders; unset: root,
+    # accounts.admin_user (WODUSER) and wodmail's own user. Anyone else gets 554 at connect.
+    local_users: list[str | int] | None = None
+
+    @field_validator("local_users", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # YAML reads `yes`/`no` as booleans, which would otherwise pass as uids 1 and 0.
+        for entry in value if isinstance(value, list) else []:
+            if isinstance(entry, bool):
+                raise ValueError(f"not a user name or uid: {entry!r}")
+        return value
+
+    @field_validator("local_users")
+    @classmethod
+    def _users(cls, value: list[str | int] | None) -> list[str | int] | None:
+        for entry in value or []:
+            if isinstance(entry, int) and entry < 0:
+                raise ValueError(f"not a uid: {entry}")
+            if isinstance(entry, str) and (not entry or any(c in entry for c in ": \t\n,")):
+                raise ValueError(f"not a user name: {entry!r}")
+        return value
 
 
 class Students(_Section):

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from wodmail.config import Config, load_base_variables, provenance
 from wodmail.errors import WodmailError
+from wodmail.intake import localusers
 from wodmail.relay.routing import order_recipients
 from wodmail.status.token import TokenFileError, read_token
 from wodmail.userdb import UserDb
@@ -297,7 +298,7 @@ def _port(checks: _Checks) -> None:
                        "listen.port")
             return
         greeting = _greeting(listen.host, listen.port)
-        if "wodmail" in greeting:
+        if "wodmail" in greeting or "listen.local_users" in greeting:  # or refusing us
             checks.add("ok", "listen", f"{where} is held by a running wodmail", "listen.port")
         else:
             shown = greeting or "no SMTP greeting"
@@ -352,6 +353,18 @@ def _answers_healthz(host: str, port: int) -> bool:
     except OSError:
         return False
     return b'"journal"' in answer and b'"checks"' in answer
+
+
+def _local_users(checks: _Checks) -> None:
+    listen = checks.config.listen
+    users = localusers.resolve(listen.local_users, checks.config.accounts.admin_user)
+    detail = ", ".join(users.shown) or "nobody"
+    status: Status = "ok"
+    if users.unknown:
+        status = "FAIL" if users.explicit else "warn"
+        detail += f"; no such user on this host: {', '.join(users.unknown)}"
+    checks.add(status, "listen.local_users in force",
+               f"{detail} (any other local user gets 554)", "listen.local_users")
 
 
 def _greeting(host: str, port: int) -> str:
@@ -432,7 +445,7 @@ def _others(checks: _Checks) -> None:
 
 STEPS: tuple[Callable[[_Checks], None], ...] = (
     _urls, _portal_login, _hub_token, _users, _folders, _homes, _tools, _hooks, _port,
-    _status, _status_port, _senders, _others,
+    _status, _status_port, _local_users, _senders, _others,
 )
 
 

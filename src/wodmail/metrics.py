@@ -47,8 +47,8 @@ PEER_ERRORS = Counter("wodmail_peer_errors", "Failed calls to the portal and the
 SMTP_SESSIONS = Counter("wodmail_smtp_sessions", "SMTP connections accepted",
                         registry=REGISTRY)
 SMTP_REFUSALS = Counter("wodmail_smtp_refusals", "Connections and mails refused, by reason "
-                        "(network, capacity, sender, size, order, rate, other)", ["reason"],
-                        registry=REGISTRY)
+                        "(network, user, capacity, peer_capacity, timeout, sender, size, "
+                        "order, rate, other)", ["reason"], registry=REGISTRY)
 STATUS_REFUSALS = Counter("wodmail_status_refusals", "Status listener connections and "
                           "requests refused, by reason (capacity, timeout, request, host, "
                           "token)", ["reason"], registry=REGISTRY)

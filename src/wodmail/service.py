@@ -17,7 +17,7 @@ from wodmail.config import Config, Status, load_base_variables, load_config
 from wodmail.dispatch.dispatcher import Dispatcher, Runner
 from wodmail.errors import WodmailError
 from wodmail.intake.bursts import BurstLog
-from wodmail.intake.gate import ConnectionGate
+from wodmail.intake.gate import ConnectionGate, GatePolicy
 from wodmail.intake.handler import IntakeHandler
 from wodmail.intake.loopguard import LoopErrors
 from wodmail.intake.smtp import SessionFactory, create_server_factory
@@ -134,9 +134,12 @@ class Daemon:
             config, self.journal, self.dispatcher, senders=senders, relay=self.relay
         )
         self._loop_errors.install(asyncio.get_running_loop())
-        self.gate = ConnectionGate(config.networks(), config.listen.max_connections)
+        self.gate = ConnectionGate(GatePolicy.from_config(config))
         self._sessions = create_server_factory(
-            self._handler, data_size_limit=config.max_message_bytes, gate=self.gate
+            self._handler,
+            data_size_limit=config.max_message_bytes,
+            greeting_timeout=config.listen.greeting_timeout_seconds,
+            gate=self.gate,
         )
         try:
             self._server = await self._listen()
@@ -156,6 +159,7 @@ class Daemon:
             journal=str(config.journal_path()),
             inherited=self._inherited,
             config=str(config.source or "(embedded defaults)"),
+            local_users=list(self.gate.policy.local_users.shown),
         )
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         await self._start_status()
@@ -301,7 +305,7 @@ class Daemon:
             self.relay.policy.configure(config.relay_senders(variables))
         self._sessions.update(data_size_limit=config.max_message_bytes)
         if self.gate is not None:
-            self.gate.configure(config.networks(), config.listen.max_connections)
+            self.gate.configure(GatePolicy.from_config(config))
         self.dispatcher.resize(config.dispatch.concurrency)
         self.journal.dedup_window = config.dedup_window_seconds
         self.journal.refusals_per_peer = config.max_refusals_per_peer
@@ -344,6 +348,8 @@ class Daemon:
             # must not hold up the stop.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), SESSION_GRACE_SECONDS)
+        if self.gate is not None:
+            self.gate.close()  # its netlink sockets; no connection comes any more
         # At the same time, so that the whole stop stays within one grace.
         stopping = [part.stop(grace) for part in (self.relay, self.dispatcher) if part is not None]
         await asyncio.gather(*stopping)

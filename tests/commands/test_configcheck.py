@@ -4,6 +4,7 @@ each thing broken in it is one FAIL line naming it; any FAIL exits 1."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from wodmail import cli
 from wodmail.config import parse_config
 from wodmail.configcheck import run_checks
 from wodmail.dev.sandbox import Sandbox, make_sandbox
+from wodmail.intake import localusers
 
 
 @pytest.fixture
@@ -89,8 +91,12 @@ def test_wrong_portal_password_fails_the_login(box: Sandbox):
     assert login.status == "FAIL" and "wrong" not in login.detail
 
 
-async def test_the_port_held_by_a_running_wodmail_is_ours(box: Sandbox, start_daemon):
-    daemon = await start_daemon(box.config())
+@pytest.mark.parametrize("allowed", [True, False], ids=["allowed", "refused-local-user"])
+async def test_the_port_held_by_a_running_wodmail_is_ours(box: Sandbox, start_daemon, allowed):
+    # Run by a user wodmail refuses (554 at connect), the check still knows it is wodmail.
+    other = 1 if os.geteuid() != 1 else 2
+    daemon = await start_daemon(box.config() if allowed else box.config(
+        listen={"host": "127.0.0.1", "port": 0, "local_users": [other]}))
     data = box.config_data()
     data["listen"]["port"] = daemon.port
     found = await asyncio.to_thread(run_checks, parse_config(data))  # the daemon must answer
@@ -111,6 +117,19 @@ def test_the_allowed_senders_in_force_are_printed(box: Sandbox, tmp_path: Path):
     [senders] = [c for c in run_checks(parse_config(data))
                  if c.what == "allowed_senders in force"]
     assert senders.detail == "a@b.c (from allowed_senders)"
+
+
+def test_the_local_users_in_force_are_printed(box: Sandbox):
+    data = box.config_data()
+    data["listen"]["local_users"] = ["root", 4242]
+    [users] = [c for c in run_checks(parse_config(data)) if c.what == "listen.local_users in force"]
+    assert (users.status, users.detail) == (
+        "ok", f"uid 0 (root), {localusers.label(4242)} (any other local user gets 554)")
+    data["listen"]["local_users"] = ["root", "no-such-admin"]
+    [users] = [c for c in run_checks(parse_config(data)) if c.what == "listen.local_users in force"]
+    assert (users.status, users.detail) == (
+        "FAIL", "uid 0 (root); no such user on this host: no-such-admin"
+        " (any other local user gets 554)")
 
 
 def test_missing_tools_are_named(box: Sandbox, monkeypatch):

@@ -201,7 +201,9 @@ def test_out_of_files_accept_failures_are_one_json_summary(tmp_path, notebooks):
     # on their own; this test is about accept().
     config = _config(tmp_path, notebooks, allowed_networks=["127.0.0.0/8"],
                      accounts={"ssh_key_pool": 0})
-    config["listen"] = {"host": "127.0.0.1", "port": 0, "max_connections": 256}
+    # All 120 from this test's uid: the per-uid cap must not close them before the files run out.
+    config["listen"] = {"host": "127.0.0.1", "port": 0, "max_connections": 256,
+                        "max_connections_per_uid": 256}
     with (
         flood.serve(tmp_path / "serve", config, open_files=64) as server,
         flood.idle_connections(server.port, 120, source="127.0.0.1") as connected,

@@ -292,7 +292,10 @@ def _send_as(uid: int, port: int, sender: str) -> str:
 @pytest.mark.skipif(not ROOT, reason="root only: the second client runs as another uid")
 async def test_each_local_uid_has_its_own_budget(relay_config, smarthost, start_daemon):
     smarthost.start()
-    config = relay_config(max_per_minute=1)
+    # nobody is let in (listen.local_users) to show that each local uid has its own budget.
+    local_users = {"local_users": ["root", os.getuid(), 65534]}
+    config = relay_config({"listen": {"host": "127.0.0.1", "port": 0, **local_users}},
+                          max_per_minute=1)
     daemon = await start_daemon(config)
     daemon.relay.policy.rate.clock = Clock()
     message = f"From: <{PORTAL_SENDER}>\nSubject: Hi\n\nHello\n"

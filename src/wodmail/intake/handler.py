@@ -22,7 +22,6 @@ from wodmail.dispatch.executor import Executor
 from wodmail.intake.bursts import BurstLog, PeerRate
 from wodmail.intake.gate import in_networks, peer_host
 from wodmail.intake.parse import looks_like_order, parse_order
-from wodmail.intake.peeruid import local_uid
 from wodmail.intake.redact import headers_only
 from wodmail.journal.store import Arrival, Journal
 from wodmail.orders import Order, OrderRules, Rejection
@@ -45,14 +44,10 @@ def _subject_of(data: bytes) -> str | None:
 
 def _rate_key(session: Any) -> str:
     """Whom the relay's rate limit counts a mail against: the client's address, and the
-    local uid holding its socket when it connects from this machine (each student apart).
-    Looked up once per session."""
-    key = getattr(session, "rate_key", None)
-    if key is None:
-        host = peer_host(session.peer) or "(unknown)"
-        uid = local_uid(session.peer, getattr(session, "sockname", None))
-        key = session.rate_key = host if uid is None else f"{host} uid {uid}"
-    return str(key)
+    local uid holding its socket when it connects from this machine (each student apart)."""
+    host = peer_host(session.peer) or "(unknown)"
+    uid = getattr(session, "local_uid", None)  # found by the gate at connect
+    return host if uid is None else f"{host} uid {uid}"
 
 
 class _WorkshopFolders:

@@ -11,7 +11,8 @@ complete transaction to an aiosmtpd-style handler (`handle_DATA`, and optionally
   nothing. `envelope.content` holds the DATA received so far, or None if DATA never started.
 
 Where it deviates from stock aiosmtpd 1.4.6 (each override says why, citing the client):
-bare-LF DATA lines and terminator, MAIL without HELO, PIPELINING advertised, and above all
+bare-LF DATA lines and terminator, MAIL without HELO, PIPELINING advertised, a shorter
+timeout before the first command (a 421, then the connection is closed), and above all
 end of input: every complete transaction a client sent before hanging up is processed,
 although nobody is left to read the replies (the portal hangs up on the greeting).
 """
@@ -30,11 +31,12 @@ import structlog
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from wodmail import metrics
-from wodmail.intake.gate import ConnectionGate
+from wodmail.intake.gate import ConnectionGate, Peer
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_IDLE_TIMEOUT_SECONDS = 300.0
+DEFAULT_GREETING_TIMEOUT_SECONDS = 30.0
 _DATA_TERMINATORS = (b".\r\n", b".\n")
 _KERNEL_DRAIN_CHUNK = 65536
 _MAIL_SIZE_PARAMETER_ROOM = 26  # room for " SIZE=<n>" once SIZE is advertised (as aiosmtpd)
@@ -130,11 +132,21 @@ class OrderSMTP(SMTP):
     `envelope.content` is always the raw bytes (`decode_data=False`), line endings as received.
     """
 
-    def __init__(self, handler: Any, *, gate: ConnectionGate | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        gate: ConnectionGate | None = None,
+        greeting_timeout: float = DEFAULT_GREETING_TIMEOUT_SECONDS,
+        **kwargs: Any,
+    ) -> None:
         kwargs["decode_data"] = False
         super().__init__(handler, **kwargs)
         self._gate = gate
         self._admitted = gate is None  # False: refused at connect (or not connected yet)
+        self._gate_peer: Peer | None = None  # who the gate admitted, released once
+        self._greeting_timeout = min(greeting_timeout, self._timeout_duration)
+        self._awaiting_command = False  # connected, no command received yet
         # Stock keeps these limits in a class-level dict shared by all live sessions; give each
         # session its own so one client's EHLO does not change another's limits.
         self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
@@ -172,18 +184,25 @@ class OrderSMTP(SMTP):
         # session at all (a flood of idle connections would otherwise hold a task, a timer
         # and a file descriptor each until the idle timeout): one reply line, then close.
         if self._gate is not None:
-            refusal = self._gate.admit(transport.get_extra_info("peername"))
-            if refusal is not None:
+            admission = self._gate.admit(
+                transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+            )
+            if admission.refusal is not None:
                 assert isinstance(transport, asyncio.WriteTransport)
-                transport.write(refusal.encode("ascii") + b"\r\n")
+                transport.write(admission.refusal.encode("ascii") + b"\r\n")
                 transport.close()
                 return
             self._admitted = True
+            self._gate_peer = admission.peer
         super().connection_made(transport)
         if self.session is not None:
-            # The address the client connected to: with `session.peer`, it names the
-            # connection in the kernel's socket table (the relay's per-uid rate limit).
-            self.session.sockname = transport.get_extra_info("sockname")
+            # The local uid the gate found owning the client's socket (None: a remote
+            # client), for the relay's per-uid rate limit.
+            self.session.local_uid = self._gate_peer.uid if self._gate_peer else None
+        # Why: a connection that sends nothing holds a session (a task, a timer, a file)
+        # for the whole idle timeout; until its first command it gets a shorter one.
+        self._reset_timeout(self._greeting_timeout)
+        self._awaiting_command = True
 
     # --- end of input -------------------------------------------------------------------
 
@@ -211,9 +230,9 @@ class OrderSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if not self._admitted:
             return  # refused at connect: no session was started
-        if self._gate is not None:
-            self._gate.release()
-            self._gate = None  # released once, whatever path the session takes
+        if self._gate is not None and self._gate_peer is not None:
+            self._gate.release(self._gate_peer)
+        self._gate = None  # released once, whatever path the session takes
         if error is None and not self._input_ended:
             # We closed it ourselves (QUIT, too many bad commands): stock behaviour.
             super().connection_lost(error)
@@ -253,12 +272,33 @@ class OrderSMTP(SMTP):
                     return
                 self._reader.feed_data(chunk)
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # Stock calls this with no duration on connect and after each command received.
+        if duration is None:
+            self._awaiting_command = False
+        super()._reset_timeout(duration)
+
     def _timeout_cb(self) -> None:
         # Why: stock closes and cancels the session; we end the input instead, so a transaction
         # an idle client left half-sent reaches handle_INCOMPLETE like one cut by EOF.
+        if self._awaiting_command:
+            self._say_greeting_timeout()
         self._input_ended = True
         self._reader.feed_eof()
         super()._timeout_cb()
+
+    def _say_greeting_timeout(self) -> None:
+        """421 to a client that sent no command within the greeting timeout; counted."""
+        seconds = self._greeting_timeout
+        metrics.refused_kind("timeout")
+        if self._gate is not None:
+            self._gate.timed_out(self._gate_peer, seconds)
+        if self.transport is not None and not self.transport.is_closing():
+            assert isinstance(self.transport, asyncio.WriteTransport)
+            self.transport.write(
+                f"421 4.4.2 {self.hostname} no command within {seconds:g} s, closing\r\n"
+                .encode("ascii", "replace")
+            )
 
     async def _handle_client(self) -> None:
         # Why: stock runs until cancelled by EOF; ours runs until the input is used up, then
@@ -521,6 +561,7 @@ def create_server_factory(
     data_size_limit: int,
     hostname: str | None = None,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_SECONDS,
+    greeting_timeout: float = DEFAULT_GREETING_TIMEOUT_SECONDS,
     enable_smtputf8: bool = True,
     gate: ConnectionGate | None = None,
 ) -> SessionFactory:
@@ -528,8 +569,9 @@ def create_server_factory(
 
     `data_size_limit` is the largest message (DATA after unstuffing) accepted, in bytes;
     `hostname` defaults to this machine's FQDN (looked up once, here); after `idle_timeout`
-    seconds without a command the session ends (a transaction left open is reported);
-    `gate`, if given, admits or refuses each connection before its session starts.
+    seconds without a command the session ends (a transaction left open is reported), and
+    after `greeting_timeout` seconds (at most `idle_timeout`) if no command came at all,
+    with a 421; `gate`, if given, admits or refuses each connection before its session starts.
     """
     if isinstance(data_size_limit, bool) or not isinstance(data_size_limit, int):
         raise TypeError(f"data_size_limit must be an int, got {data_size_limit!r}")
@@ -537,12 +579,15 @@ def create_server_factory(
         raise ValueError(f"data_size_limit must be at least 1 byte, got {data_size_limit}")
     if idle_timeout <= 0:
         raise ValueError(f"idle_timeout must be positive, got {idle_timeout}")
+    if greeting_timeout <= 0:
+        raise ValueError(f"greeting_timeout must be positive, got {greeting_timeout}")
     return SessionFactory(
         handler,
         data_size_limit=data_size_limit,
         hostname=hostname or socket.getfqdn(),
         ident="wodmail",
         timeout=idle_timeout,
+        greeting_timeout=greeting_timeout,
         enable_SMTPUTF8=enable_smtputf8,
         gate=gate,
     )
@@ -556,6 +601,7 @@ async def start_server(
     data_size_limit: int,
     hostname: str | None = None,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_SECONDS,
+    greeting_timeout: float = DEFAULT_GREETING_TIMEOUT_SECONDS,
     enable_smtputf8: bool = True,
 ) -> asyncio.base_events.Server:
     """Listen on host:port (port 0: an ephemeral port, see `server.sockets`).
@@ -568,6 +614,7 @@ async def start_server(
         data_size_limit=data_size_limit,
         hostname=hostname,
         idle_timeout=idle_timeout,
+        greeting_timeout=greeting_timeout,
         enable_smtputf8=enable_smtputf8,
     )
     return await asyncio.get_running_loop().create_server(factory, host, port)

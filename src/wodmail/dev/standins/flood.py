@@ -1,8 +1,9 @@
 """A hostile client: many idle connections from one address, against a real `wodmail serve`.
 
-Used by the connection-flood test and `bench/flood.py`: the daemon runs as a subprocess with
-a given open-file limit (as systemd's LimitNOFILE would set it), the flood comes from a
-second loopback address (127.0.0.2 on Linux, outside an allow-list of 127.0.0.1/32), and an
+Used by the connection-flood tests and `bench/flood.py`: the daemon runs as a subprocess
+with a given open-file limit (as systemd's LimitNOFILE would set it), the flood comes from a
+second loopback address (127.0.0.2 on Linux, outside an allow-list of 127.0.0.1/32) or, as
+another local user, from a child process under that uid (`IdleHolder`, root only), and an
 allowed client then sends one order; what it measured is returned.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -135,3 +138,63 @@ def process_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# Runs as the other user: stdlib only (the caller's virtualenv may sit where that user cannot
+# read). Opens COUNT connections one after the other, reads each one's first reply line,
+# prints them as JSON, then holds every connection until its stdin closes.
+_HOLDER = r"""
+import json, os, socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+held, replies = [], []
+for _ in range(count):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    held.append(sock)
+    reply = b""
+    while not reply.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    replies.append(reply.decode("ascii", "replace").strip())
+print(json.dumps({"uid": os.getuid(), "replies": replies}), flush=True)
+sys.stdin.read()
+"""
+
+
+def python_for_others() -> str:
+    """A Python 3 any user may run: the system's, else the one this virtualenv is made from
+    (the virtualenv itself may sit in a folder only root can enter)."""
+    return (shutil.which("python3", path="/usr/bin:/bin")
+            or getattr(sys, "_base_executable", None) or sys.executable)
+
+
+class IdleHolder:
+    """A child process running as `uid`/`gid` (setpriv; the caller must be root) that opens
+    `count` connections to `port` on 127.0.0.1 and holds them, sending nothing."""
+
+    def __init__(self, uid: int, gid: int, port: int, count: int) -> None:
+        argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                python_for_others(), "-c", _HOLDER, str(port), str(count)]
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, cwd="/")
+
+    def replies(self, limit: float = START_TIMEOUT_SECONDS) -> tuple[int, list[str]]:
+        """Waits until every connection is open: (the child's uid, each one's first reply)."""
+        assert self.process.stdout is not None and self.process.stderr is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], limit)
+        line = self.process.stdout.readline() if ready else b""
+        if not line:
+            self.process.kill()
+            raise RuntimeError(f"the idle holder failed: {self.process.stderr.read()!r}")
+        found = json.loads(line)
+        return int(found["uid"]), [str(reply) for reply in found["replies"]]
+
+    def close(self) -> None:
+        """Lets go of the connections and waits for the child to end."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=START_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            stop_process(self.process, grace=1)
