@@ -251,8 +251,10 @@ def test_check_tree_lists_every_problem_of_a_workshop(workshops: Path) -> None:
     issues = check_tree(workshops / "WKSHP-Broken101", Renderer(VARIABLES))
 
     assert issues == [
-        TemplateIssue("WKSHP-Broken101/1-WKSHP-Lab.ipynb", "undefined variable 'BAR'", True),
-        TemplateIssue("WKSHP-Broken101/1-WKSHP-Lab.ipynb", "undefined variable 'FOO'", True),
+        TemplateIssue("WKSHP-Broken101/1-WKSHP-Lab.ipynb", "undefined variable 'BAR'", True,
+                      "BAR"),
+        TemplateIssue("WKSHP-Broken101/1-WKSHP-Lab.ipynb", "undefined variable 'FOO'", True,
+                      "FOO"),
         TemplateIssue(
             "WKSHP-Broken101/scripts/count.sh",
             "template syntax error at line 3: Missing end of comment tag",
