@@ -15,9 +15,10 @@ import warnings
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jinja2.exceptions import SecurityError
 
 from wodmail.errors import TemplateError
-from wodmail.templating import regexes
+from wodmail.templating import budget, regexes
 from wodmail.templating.renderer import Renderer
 
 NAME = "WKSHP-X/2-Creds.ipynb"
@@ -57,6 +58,12 @@ def test_the_limit_is_the_render_s_time_left_not_a_fresh_one_per_filter():
     )
     with pytest.raises(TemplateError, match="render's 2 s limit ran out"):
         renderer.render(template, NAME)
+
+
+def test_a_render_whose_time_is_spent_fails_as_such_not_on_an_innocent_pattern():
+    with budget.limited(1000, 0.0), pytest.raises(SecurityError) as failure:
+        regexes.search("regex_search", "a", "a")
+    assert str(failure.value) == "rendering took longer than the 0 s limit"
 
 
 def test_a_catastrophic_pattern_in_a_variable_value_fails_where_it_is_used():

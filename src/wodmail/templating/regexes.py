@@ -72,8 +72,10 @@ def subn(
 
 def _timed(what: str, pattern: str, run: Callable[[float], T]) -> T:
     left, limit = seconds_left()
+    if left <= 0:  # spent before this filter started (regex would time out at once)
+        raise SecurityError(f"rendering took longer than the {limit:g} s limit")
     try:
-        return run(max(left, 0.0))
+        return run(left)
     except TimeoutError:
         raise SecurityError(
             f"{what}: the pattern {pattern!r} was still matching when the render's"
