@@ -19,7 +19,7 @@ from typing import Any
 from wodmail.config import Config, describe_location, load_config
 from wodmail.errors import ConfigurationError, WodmailError
 from wodmail.journal.jobs import Job, JobState
-from wodmail.journal.store import JournalAdmin, JournalReader, daemon_holds
+from wodmail.journal.store import RAW_KEPT_BYTES, JournalAdmin, JournalReader, daemon_holds
 from wodmail.logs import configure_logging
 from wodmail.safefiles import UnsafeFile
 
@@ -269,8 +269,9 @@ def _cmd_show(config: Config, args: argparse.Namespace) -> int:
     job = _as_seen(job, _running_daemon(config))
     public = job.to_public(with_secrets=True)
     if args.raw:
-        raw = reader.raw(job.id) or b""
-        public["raw"] = raw.decode("utf-8", "replace")
+        stored = reader.stored_mail(job.id)
+        public["raw"] = stored.data.decode("utf-8", "replace") if stored else ""
+        public["raw_omitted"] = stored.omitted if stored else 0
     if args.json:
         json.dump(public, sys.stdout, indent=2)
         print()
@@ -311,9 +312,16 @@ def render_job(public: dict[str, Any]) -> str:
     lines.extend(_hook_lines(result.get("hooks") or []))
     lines.extend(_attempt_lines(public.get("attempt_log") or []))
     if public.get("raw"):
-        lines.append("  raw mail:")
+        lines.append(_raw_heading(public.get("raw_omitted") or 0))
         lines.extend(f"    | {line}" for line in public["raw"].splitlines())
     return terminal_safe("\n".join(lines))
+
+
+def _raw_heading(omitted: int) -> str:
+    if not omitted:
+        return "  raw mail:"
+    return (f"  raw mail (its first {RAW_KEPT_BYTES} bytes: the {omitted} bytes after them"
+            " were received but not kept):")
 
 
 def _hook_lines(hooks: list[dict[str, Any]]) -> list[str]:

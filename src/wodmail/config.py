@@ -95,6 +95,8 @@ class Notebooks(_Section):
     # Folders holding variables_<W>.yml; when unset, the workshop's own folder is searched.
     public_vars: Path | None = None
     private_vars: Path | None = None
+    # Wall time one template file may take to render (regex filters included).
+    render_timeout_seconds: float = Field(30.0, gt=0)
 
     def folder_of(self, content: str) -> Path | None:
         """The workshop folder: the public tree first, else the private one."""

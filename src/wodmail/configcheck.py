@@ -246,6 +246,12 @@ def _homes(checks: _Checks) -> None:
                    "students_dir")
     else:
         checks.add("ok", what, f"all in {config.students_dir}", "students_dir")
+    open_homes = [n for n in _range(config) if n not in missing
+                  and (config.students_dir / f"student{n}").lstat().st_mode & 0o007]
+    if open_homes:
+        checks.add("warn", what, f"open to other users: student{_compact(open_homes)}"
+                   " (students could read each other's work; the next order for each"
+                   " closes its home)", "students_dir")
 
 
 # -- tools, hooks, port, senders ---------------------------------------------------------------

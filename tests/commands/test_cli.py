@@ -87,6 +87,32 @@ def test_show_json_includes_the_password(journal_config: Path, capsys):
     assert "job 1: done" in text and "- deploy: ok 4 ms" in text
 
 
+def test_show_raw_says_how_much_of_a_large_mail_was_not_kept(tmp_path: Path, capsys):
+    state = tmp_path / "state"
+    journal = Journal(state / "journal.sqlite3")
+    mail = b"Subject: CREATE 42 825\n\n" + b"".join(b"line %05d\n" % n for n in range(4000))
+
+    async def fill() -> None:
+        await journal.reject("student 42 outside 1..20", Arrival("127.0.0.1", "a@b", raw=mail))
+        await journal.reject("student 43 outside 1..20", Arrival("127.0.0.1", "a@b", raw=b"x\n"))
+
+    asyncio.run(fill())
+    journal.close()
+    config = write_config(tmp_path / "wodmail.yml", {"state_dir": str(state)})
+    omitted = len(mail) - 16384
+
+    assert cli.main(["show", "1", "--raw", "--json", "--config", str(config)]) == 3
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["raw"] == mail[:16384].decode() and shown["raw_omitted"] == omitted
+    assert cli.main(["show", "1", "--raw", "--config", str(config)]) == 3
+    text = capsys.readouterr().out
+    assert (f"  raw mail (its first 16384 bytes: the {omitted} bytes after them were received"
+            " but not kept):\n    | Subject: CREATE 42 825\n") in text
+    assert text.rstrip().endswith(mail[:16384].decode().splitlines()[-1])
+    assert cli.main(["show", "2", "--raw", "--config", str(config)]) == 3
+    assert "  raw mail:\n    | x\n" in capsys.readouterr().out
+
+
 def test_show_unknown_job_and_missing_journal(journal_config: Path, tmp_path: Path, capsys):
     assert cli.main(["show", "99", "--config", str(journal_config)]) == 1
     assert "no job 99" in capsys.readouterr().err

@@ -76,6 +76,18 @@ def test_each_broken_thing_is_one_fail_line(box: Sandbox, tmp_path: Path, capsys
     assert all(line.endswith(origin) for line in failed if "portal.url" in line)
 
 
+def test_homes_open_to_other_users_are_a_warning(box: Sandbox, tmp_path: Path, capsys):
+    box.home(1).chmod(0o755)
+    box.home(3).chmod(0o701)
+    code, found = lines(box.config_data(), tmp_path, capsys)
+    assert code == 0
+    assert [line for line in found if line.startswith("warn  homes")] == [
+        "warn  homes student1..student3: open to other users: student1, 3 (students could read"
+        " each other's work; the next order for each closes its home)"
+        f"  [{tmp_path / 'wodmail.yml'}]"
+    ]
+
+
 def test_a_hub_token_without_the_servers_scope_fails(box: Sandbox):
     box.hub.set_scopes("read:users")
     found = run_checks(parse_config(box.config_data()))

@@ -380,8 +380,9 @@ async def test_the_installation_s_own_deploy_parts_are_used(installation, monkey
     assert names[1:] == ["ansible-playbook pre_templating.yml",
                          "ansible-playbook post_templating.yml"]
     pdf = home / WS / "wod-generate-pdf.sh"
-    # 0755 as delivered; the admin's ACL (as copy_folder.yml set it) shows in the group bits.
-    assert pdf.read_text().startswith("#!/bin/bash") and pdf.stat().st_mode & 0o755 == 0o755
+    # 0750 as delivered (the old playbook's 0755, closed to other users); the admin's ACL
+    # (as copy_folder.yml set it) shows in the group bits.
+    assert pdf.read_text().startswith("#!/bin/bash") and pdf.stat().st_mode & 0o757 == 0o750
     assert pdf.stat().st_uid == (63004 if os.getuid() == 0 else os.getuid())
     workspace = home / ".jupyter" / "lab" / "workspaces" / "default-37a8.jupyterlab-workspace"
     assert workspace.read_text() == f'{{"cwd": "{WS}", "brand": "WoD Example", "student": "4"}}\n'

@@ -484,6 +484,98 @@ def test_give_to_names_a_missing_path(tmp_path: Path) -> None:
         give_to([tmp_path / "ghost"], 61001, 61001)
 
 
+@needs_root_chown
+def test_give_to_closes_the_tree_to_other_users_and_keeps_group_bits(
+    acl_home: Path, tmp_path: Path
+) -> None:
+    make_tree(acl_home, tmp_path / "outside")
+    workshop = acl_home / "WKSHP-Old"
+    (workshop / "sub" / "nb.ipynb").chmod(0o664)
+    (workshop / "run.sh").write_text("echo\n")
+    (workshop / "run.sh").chmod(0o755)
+
+    give_to([workshop], 61001, 61001, admin_uid=ADMIN_UID)
+
+    notebook = workshop / "sub" / "nb.ipynb"
+    assert stat.S_IMODE((workshop / "run.sh").stat().st_mode) == 0o770  # mask rwx, as ls shows
+    assert "group::r-x" in acl_of(workshop / "run.sh")
+    assert "group::rw-" in acl_of(notebook)
+    for path in (workshop, workshop / "sub", notebook):
+        assert "other::---" in acl_of(path), path
+    # Files made later in a deployed folder inherit no access for others either.
+    assert "default:other::---" in acl_of(workshop / "sub")
+    assert stat.S_IMODE((tmp_path / "outside" / "precious.txt").stat().st_mode) == 0o644
+
+
+# ---------------------------------------------------------------- the home itself
+
+
+def home_with_acl(home: Path, mode: int, acl: str) -> None:
+    """A home as the WoD installer leaves it: its mode, then named ACL entries."""
+    home.chmod(mode)
+    subprocess.run(["setfacl", "-m", acl, str(home)], check=True)
+
+
+def test_secure_home_closes_an_installer_home_and_keeps_its_acl_mask_rwx(
+    acl_home: Path,
+) -> None:
+    # The installer: mode 0755, then WODUSER rwx through an ACL (the mask makes it 0775).
+    home_with_acl(acl_home, 0o755, f"u:{ADMIN_UID}:rwx,g:{ADMIN_UID}:rx")
+    assert stat.S_IMODE(acl_home.stat().st_mode) == 0o775
+
+    repaired = accounts.secure_home(acl_home, os.getuid(), os.getgid())
+
+    assert repaired == ["mode 0775 -> 0770"]
+    assert stat.S_IMODE(acl_home.stat().st_mode) == 0o770
+    entries = acl_of(acl_home)
+    # WODUSER's entry and the mask are untouched: no "#effective:r-x" restriction.
+    assert f"user:{ADMIN_UID}:rwx" in entries
+    assert f"group:{ADMIN_UID}:r-x" in entries
+    assert "mask::rwx" in entries
+    assert "group::r-x" in entries
+    assert "other::---" in entries
+
+
+def test_secure_home_gives_the_acl_mask_back_where_a_chmod_lowered_it(acl_home: Path) -> None:
+    # What the previous repair did to installer homes: chmod 0755 made the mask r-x.
+    home_with_acl(acl_home, 0o755, f"u:{ADMIN_UID}:rwx")
+    acl_home.chmod(0o755)
+    assert "mask::r-x" in acl_of(acl_home)
+
+    repaired = accounts.secure_home(acl_home, os.getuid(), os.getgid())
+
+    assert repaired == ["mode 0755 -> 0770 (ACL mask r-x -> rwx: its named entries work again)"]
+    assert "mask::rwx" in acl_of(acl_home)
+    assert f"user:{ADMIN_UID}:rwx" in acl_of(acl_home)
+    assert "other::---" in acl_of(acl_home)
+
+
+def test_secure_home_leaves_a_closed_acl_home_alone(acl_home: Path) -> None:
+    home_with_acl(acl_home, 0o2770, f"u:{ADMIN_UID}:rwx")
+    before = acl_of(acl_home)
+
+    assert accounts.secure_home(acl_home, os.getuid(), os.getgid()) == []
+    assert acl_of(acl_home) == before
+    assert stat.S_IMODE(acl_home.stat().st_mode) == 0o2770
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [(0o777, 0o750), (0o755, 0o750), (0o2775, 0o2750), (0o750, 0o750), (0o700, 0o700)],
+)
+def test_secure_home_without_acl_closes_it_to_others_and_group_writes(
+    tmp_path: Path, mode: int, expected: int
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(mode)
+
+    repaired = accounts.secure_home(home, os.getuid(), os.getgid())
+
+    assert stat.S_IMODE(home.stat().st_mode) == expected
+    assert repaired == ([] if mode == expected else [f"mode {mode:04o} -> {expected:04o}"])
+
+
 # ---------------------------------------------------------------- CREATE step 3 as a whole
 
 

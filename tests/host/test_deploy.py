@@ -111,16 +111,24 @@ def test_deploy_renders_templates_and_copies_the_rest(workshops: Path, home: Pat
     assert result.files == len([p for p in deployed.rglob("*") if not p.is_dir()])
 
 
-def test_deploy_keeps_modes_and_symlinks(workshops: Path, home: Path) -> None:
+def test_deploy_keeps_modes_but_closes_everything_to_other_users(
+    workshops: Path, home: Path
+) -> None:
     source = workshops / "WKSHP-Fixture101"
     (source / "Pictures" / "current.png").symlink_to("grommet.png")
+    (source / "scripts" / "setup.sh").chmod(0o775)
+    (source / "README.md").chmod(0o664)
+    (source / "config").chmod(0o2775)
     deploy_workshop(source, home, Renderer(VARIABLES))
 
     deployed = home / "WKSHP-Fixture101"
-    for kept in ["scripts/setup.sh", "tools/helper.py", "README.md"]:
-        assert (deployed / kept).stat().st_mode == (source / kept).stat().st_mode, kept
-    assert (deployed / "scripts" / "setup.sh").stat().st_mode & stat.S_IXUSR
+    assert stat.S_IMODE((deployed / "scripts" / "setup.sh").stat().st_mode) == 0o770
+    assert stat.S_IMODE((deployed / "README.md").stat().st_mode) == 0o660
+    assert stat.S_IMODE((deployed / "config").stat().st_mode) == 0o2770
     assert os.readlink(deployed / "Pictures" / "current.png") == "grommet.png"
+    for path in [deployed, *home.rglob("*")]:
+        if not path.is_symlink() and path.name != ".bashrc":  # the skeleton is not ours
+            assert path.lstat().st_mode & 0o007 == 0, f"{path} is open to other users"
 
 
 def test_stale_checkpoints_and_editor_leftovers_are_not_delivered(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import smtplib
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -18,7 +21,7 @@ from wodmail.dev.standins.mail_clients import (
     send_smtplib,
 )
 from wodmail.journal.jobs import Job, JobState
-from wodmail.journal.store import JournalReader
+from wodmail.journal.store import RAW_KEPT_BYTES, JournalReader
 
 
 async def wait_jobs(config: Config, count: int, *, finished: bool = True) -> list[Job]:
@@ -322,3 +325,56 @@ async def test_distinct_orders_sharing_a_message_id_all_run(make_config, start_d
     jobs = await wait_jobs(config, 4)
     assert [(j.verb, j.student) for j in jobs] == [
         ("CREATE", 1), ("CLEANUP", 1), ("CREATE", 2), ("PURGE", 3)]
+
+
+def journal_bytes(config: Config) -> int:
+    """The journal's size as SQLite counts it (pages in the file and in its WAL)."""
+    with sqlite3.connect(config.journal_path()) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        return int(pages * conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+async def test_300_large_order_mails_grow_the_journal_by_16_kib_each_at_most(
+    make_config, start_daemon
+):
+    config = make_config()
+    daemon = await start_daemon(config)
+    before = journal_bytes(config)
+    filler = "".join(f"padding line {n:05d} of a large order mail\n" for n in range(1500))
+    sent = 0
+    for n in range(300):
+        body = f"WKSHP-API101\n{filler}"[:60_000]
+        code, _ = await in_thread(send_smtplib, "127.0.0.1", daemon.port,
+                                  f"CREATE {n % 20 + 1} {n}", body)
+        assert code in (250, 550)
+        sent += len(body)
+    jobs = await wait_jobs(config, 300)
+    growth = journal_bytes(config) - before
+    print(f"300 mails, {sent / 1e6:.1f} MB of bodies: the journal grew by {growth / 1e6:.2f} MB"
+          f" ({growth / 300 / 1024:.1f} KiB a mail)")
+    reader = JournalReader(config.journal_path())
+    assert all(reader.stored_mail(job.id).omitted > 40_000 for job in jobs)
+    assert growth < 300 * (RAW_KEPT_BYTES + 4096)  # each mail's first 16 KiB and its row
+
+
+async def test_an_order_is_read_from_the_whole_mail_not_from_what_is_kept(
+    make_config, start_daemon
+):
+    config = make_config()
+    daemon = await start_daemon(config)
+    message = EmailMessage()
+    message["From"] = "sender@example.org"
+    message["Subject"] = "CREATE 4 825"
+    for n in range(24):  # 24 KB of headers before the body that names the workshop
+        message[f"X-Padding-{n}"] = "p" * 1000
+    message.set_content("WKSHP-API101")
+    await in_thread(send_raw_mail, daemon.port, message.as_bytes())
+    [job] = await wait_jobs(config, 1)
+    assert (job.state, job.workshop) == (JobState.DONE, "WKSHP-API101")
+    stored = JournalReader(config.journal_path()).stored_mail(job.id)
+    assert b"WKSHP-API101" not in stored.data and stored.omitted > 0
+
+
+def send_raw_mail(port: int, data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.sendmail("sender@example.org", ["wodadmin@backend.example.org"], data)

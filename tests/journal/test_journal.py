@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from wodmail.journal.jobs import JobState
-from wodmail.journal.store import Arrival, Journal, JournalReader
+from wodmail.journal.store import RAW_KEPT_BYTES, Arrival, Journal, JournalReader, StoredMail
 from wodmail.orders import Mode, Order, Verb
 
 
@@ -170,3 +170,46 @@ async def test_a_running_order_shows_its_current_step_and_try(tmp_path: Path):
         "try": 3, "last_error": "hub: 503 Service Unavailable",
     }
     assert public["retries"] == 2
+
+
+# ---------------------------------------------------------------- what is kept of a mail
+
+
+def mail_of(size: int) -> bytes:
+    head = b"Subject: CREATE 4 825\nMessage-ID: <m@x>\n\n"
+    return head + b"".join(b"line %06d of the body\n" % n for n in range(size))[: size - len(head)]
+
+
+async def test_the_journal_keeps_the_first_16_kib_of_a_mail_and_counts_the_rest(tmp_path: Path):
+    big, small = mail_of(60_000), mail_of(2_000)
+    journal = Journal(tmp_path / "journal.sqlite3")
+    try:
+        accepted = await journal.accept(order(4), Arrival("127.0.0.1", "a@b", raw=big))
+        refused = await journal.reject("no such workshop", Arrival("127.0.0.1", "a@b", raw=big))
+        whole = await journal.accept(order(5), Arrival("127.0.0.1", "a@b", raw=small))
+    finally:
+        journal.close()
+    reader = JournalReader(tmp_path / "journal.sqlite3")
+    for job_id in (accepted.job_id, refused):
+        stored = reader.stored_mail(job_id)
+        assert stored.data == big[:RAW_KEPT_BYTES] and RAW_KEPT_BYTES == 16 * 1024
+        assert stored.omitted == len(big) - RAW_KEPT_BYTES
+        assert reader.raw(job_id) == big[:RAW_KEPT_BYTES]
+    assert reader.stored_mail(whole.job_id) == StoredMail(small, 0)
+
+
+async def test_mails_journaled_before_the_cap_read_as_kept_whole(tmp_path: Path):
+    import sqlite3
+
+    from wodmail.journal import schema
+
+    path = tmp_path / "journal.sqlite3"
+    with sqlite3.connect(path) as conn:  # a journal as the previous version left it
+        conn.executescript(schema.BASE + ";".join(schema.MIGRATIONS[:2]))
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute("INSERT INTO orders (state, received_at, raw) VALUES ('rejected', 1, ?)",
+                     (mail_of(40_000),))
+    stored = JournalReader(path).stored_mail(1)
+    assert stored == StoredMail(mail_of(40_000), 0)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION

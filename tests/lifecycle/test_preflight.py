@@ -79,8 +79,8 @@ async def test_a_world_writable_home_is_repaired(sandbox, backend):
     wod = await backend()
     job = await wod.order("CREATE 2 2", WS)
     assert job.state is JobState.DONE, job.reason
-    assert stat.S_IMODE(os.stat(sandbox.home(2)).st_mode) == 0o755
-    assert job.result["home_repaired"] == {"student2": ["mode 0777 -> 0755"]}
+    assert stat.S_IMODE(os.stat(sandbox.home(2)).st_mode) == 0o750
+    assert job.result["home_repaired"] == {"student2": ["mode 0777 -> 0750"]}
 
 
 @needs_root

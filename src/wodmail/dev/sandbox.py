@@ -151,6 +151,7 @@ def make_sandbox(
     for n in students:
         home = root / "student" / f"student{n}"
         home.mkdir(parents=True)
+        home.chmod(0o750)  # as the WoD installer makes them: closed to other students
         if privileged:
             os.chown(home, UID_BASE + n, UID_BASE + n)
     portal = StandinPortal(token_ttl=portal_token_ttl).start()

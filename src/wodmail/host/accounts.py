@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from wodmail.errors import AccountError
+from wodmail.host import acl
 from wodmail.userdb import SYSTEM_ROOT
 
 log = structlog.get_logger(__name__)
@@ -163,8 +165,12 @@ def secure_home(home: Path, uid: int, gid: int) -> list[str]:
     """Check `home` before any change to the account, and repair what is safe to repair.
 
     A symlink, a non-directory or / is an AccountError. The home itself (not what is in it)
-    is given back to uid:gid when someone else owns it, and loses group and other write
-    bits; each repair is returned as a short text. AccountError when it cannot be repaired.
+    is given back to uid:gid when someone else owns it, and closed to other users (no r, w
+    or x for "other": students must not read each other's work). Its group bits are kept
+    as they carry: with an extended ACL (the installer's rwx entry for WODUSER) they are the
+    ACL's mask, which is kept, or made, rwx so that the named entries work; without one
+    they are the student's own group, which loses write (as sshd's StrictModes wants). Each
+    repair is returned as a short text. AccountError when it cannot be repaired.
     """
     home = _checked_home(home)
     repaired = []
@@ -173,19 +179,35 @@ def secure_home(home: Path, uid: int, gid: int) -> list[str]:
         if (info.st_uid, info.st_gid) != (uid, gid):
             os.chown(home, uid, gid, follow_symlinks=False)
             repaired.append(f"owner {info.st_uid}:{info.st_gid} -> {uid}:{gid}")
-        mode = info.st_mode & 0o7777
-        if mode & 0o022:
-            os.chmod(home, mode & ~0o022)
-            repaired.append(f"mode {mode:04o} -> {mode & ~0o022:04o}")
+        repaired.extend(_close_home(home, info.st_mode & 0o7777))
     except OSError as exc:
         raise AccountError(
             f"home {home} is owned by {info.st_uid}:{info.st_gid} with mode "
             f"{info.st_mode & 0o7777:04o} and cannot be given back to {uid}:{gid} "
-            f"without group/other write: {exc.strerror}"
+            f"closed to other users: {exc.strerror}"
         ) from exc
     if repaired:
         log.warning("home repaired", home=str(home), repaired=repaired)
     return repaired
+
+
+def _close_home(home: Path, mode: int) -> list[str]:
+    """No access for other users; the ACL mask rwx, or no group write without an ACL."""
+    access = acl.read_access_acl(home)
+    if access is None:
+        if mode & 0o027:
+            _chmod_no_follow(str(home), mode & ~0o027)
+            return [f"mode {mode:04o} -> {mode & ~0o027:04o}"]
+        return []
+    mask = access.mask or 0
+    if mode & 0o007 == 0 and mask == 0o7:
+        return []
+    acl.set_access_acl(home, access.with_perms(acl.OTHER, 0).with_perms(acl.MASK, 0o7))
+    new_mode = os.lstat(home).st_mode & 0o7777
+    repair = f"mode {mode:04o} -> {new_mode:04o}"
+    if mask != 0o7:
+        repair += f" (ACL mask {acl.perms_text(mask)} -> rwx: its named entries work again)"
+    return [repair]
 
 
 def _copy_into(src_dir: Path, dst_dir: Path) -> None:
@@ -264,7 +286,8 @@ def _write_replacing(path: Path, data: bytes, mode: int) -> None:
 
 
 def give_to(paths: Iterable[Path], uid: int, gid: int, admin_uid: int | None = None) -> None:
-    """Make `paths` (recursively, symlinks not followed) belong to uid:gid.
+    """Make `paths` (recursively, symlinks not followed) belong to uid:gid, closed to other
+    users (their "other" bits cleared; group bits, the student's own group, are kept).
 
     With `admin_uid`, also grant that user rwx through ACLs (access ACLs everywhere,
     default ACLs on directories) with one `setfacl -R`. Where ACLs cannot be set (no
@@ -280,16 +303,31 @@ def give_to(paths: Iterable[Path], uid: int, gid: int, admin_uid: int | None = N
 
 def _chown_tree(top: Path, uid: int, gid: int) -> None:
     try:
-        os.chown(top, uid, gid, follow_symlinks=False)
+        _chown_closed(str(top), uid, gid)
         if top.is_symlink() or not top.is_dir():
             return
         for dir_path, dir_names, file_names in os.walk(top, onerror=_raise):
             for name in dir_names + file_names:
-                os.chown(os.path.join(dir_path, name), uid, gid, follow_symlinks=False)
+                _chown_closed(os.path.join(dir_path, name), uid, gid)
     except OSError as exc:
         raise AccountError(
             f"cannot give {exc.filename or top} to {uid}:{gid}: {exc.strerror}"
         ) from exc
+
+
+def _chown_closed(path: str, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid, follow_symlinks=False)
+    info = os.lstat(path)
+    if info.st_mode & 0o007 and not stat.S_ISLNK(info.st_mode):
+        # Before the ACLs are set: setfacl copies "other" into a folder's default ACL.
+        _chmod_no_follow(path, stat.S_IMODE(info.st_mode) & ~0o007)
+
+
+def _chmod_no_follow(path: str, mode: int) -> None:
+    try:
+        os.chmod(path, mode, follow_symlinks=False)
+    except NotImplementedError:
+        pass  # a symlink (put there since we looked): it has no mode of its own
 
 
 def _raise(exc: OSError) -> None:

@@ -12,7 +12,8 @@ Which files are templates follows the old playbook (Ansible `find` + `rsync`):
 (`.x.py`), not under `.ipynb_checkpoints/`. Stale notebook checkpoints
 (`*-checkpoint.ipynb`) and hidden `*.ipynb`/`*.py` leftovers (`.~1-Lab.ipynb`) are not
 delivered, as the old playbook never delivered them. Everything else is copied as is
-(mode and times kept, symlinks as symlinks).
+(times kept, symlinks as symlinks). Modes are kept without their "other" bits: nothing
+delivered into a home is readable by other students.
 
 Ownership and ACLs are not set here: DeployResult.student_paths lists what to give to
 the student.
@@ -64,8 +65,12 @@ WORKSPACES_DIR = PurePath(".jupyter", "lab", "workspaces")
 WORKSPACE_FILE = "default-37a8.jupyterlab-workspace"
 _WORKSPACE_TEMPLATE = "jupyterlab-workspace.json.j2"
 _STAGING_PREFIX = ".wodmail-deploy-"
-_MADE_DIR_MODE = 0o751  # the old playbook's mode for the folders it created
-_MADE_FILE_MODE = 0o644
+# Everything delivered into a home is closed to other users (students must not read each
+# other's work: a varpass notebook holds the student's password): the workshop's modes and
+# the old playbook's (0751 folders, 0644 files) lose their "other" bits.
+_MADE_DIR_MODE = 0o750
+_MADE_FILE_MODE = 0o640
+_PDF_SCRIPT_MODE = 0o750
 PDF_SCRIPT = "wod-generate-pdf.sh"
 
 Delivery = Literal["render", "copy", "skip"]
@@ -153,8 +158,8 @@ def _finish_tree(
 ) -> TreeResult:
     writer.add_readme_checkpoint(dest)
     if extras is not None and extras.pdf_script is not None:
-        writer.add_file(extras.pdf_script, dest / PDF_SCRIPT, 0o755)
-    shutil.copymode(source, dest)
+        writer.add_file(extras.pdf_script, dest / PDF_SCRIPT, _PDF_SCRIPT_MODE)
+    dest.chmod(_private(source.stat().st_mode))
     return TreeResult(tuple(writer.files), tuple(writer.rendered), writer.bytes)
 
 
@@ -326,6 +331,7 @@ class _TreeWriter:
                 dest.mkdir(exist_ok=True)
                 self.copy_dir(Path(entry.path), dest, entry_relative)
                 shutil.copystat(entry.path, dest, follow_symlinks=False)
+                dest.chmod(_private(entry.stat(follow_symlinks=False).st_mode))
             elif entry.is_symlink():
                 if self.only != "render":
                     self._copy_symlink(Path(entry.path), dest, entry_relative)
@@ -355,6 +361,7 @@ class _TreeWriter:
         try:
             if how == "copy":
                 shutil.copy2(source, dest, follow_symlinks=False)
+                dest.chmod(_private(dest.stat().st_mode))
                 self._count(dest, dest.stat().st_size)
                 return
             data = source.read_bytes()
@@ -421,12 +428,17 @@ def _undefined_problem(item: str) -> str:
     return item if " " in item else f"undefined variable {item!r}"
 
 
+def _private(mode: int) -> int:
+    """`mode`'s permission bits without those of other users."""
+    return stat.S_IMODE(mode) & ~0o007
+
+
 def _write_new_file(path: Path, data: bytes, mode: int) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(descriptor, "wb", closefd=False) as stream:
             stream.write(data)
-        os.fchmod(descriptor, mode)
+        os.fchmod(descriptor, _private(mode))
     finally:
         os.close(descriptor)
 

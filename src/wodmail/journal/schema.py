@@ -67,6 +67,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, name)
     );
     """,
+    # 3: `raw` keeps at most the first store.RAW_KEPT_BYTES of a mail; how many bytes were
+    # left out (0 for the rows written before: they were kept whole).
+    """
+    ALTER TABLE orders ADD COLUMN raw_omitted INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 VERSION = len(MIGRATIONS)
 

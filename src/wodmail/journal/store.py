@@ -41,6 +41,10 @@ JOB_COLUMNS = (
     "finished_at, attempts, duplicates, result, attempt_log"
 )
 MAX_BATCH = 256
+# What the journal keeps of a mail: its first 16 KiB (an order's subject, headers and body
+# fit many times over), so that an allowed client sending large mails cannot fill the disk
+# through it. The order is parsed from the whole mail before it is journaled.
+RAW_KEPT_BYTES = 16 * 1024
 # A re-sent order is answered as a duplicate only of a copy that is queued, running or done:
 # one whose earlier copy failed (or was cancelled) runs again, as a new job.
 _COUNTS_AS_ORIGINAL = "state NOT IN ('rejected', 'failed', 'cancelled')"
@@ -48,12 +52,25 @@ _COUNTS_AS_ORIGINAL = "state NOT IN ('rejected', 'failed', 'cancelled')"
 
 @dataclass(frozen=True)
 class Arrival:
-    """Where a mail came from: the SMTP peer, the envelope sender and the raw bytes."""
+    """Where a mail came from: the SMTP peer, the envelope sender and the raw bytes (all of
+    them: the journal keeps the first RAW_KEPT_BYTES)."""
 
     peer: str | None
     envelope_from: str | None
     raw: bytes = b""
     subject: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredMail:
+    """What the journal kept of a mail: its first bytes, and how many were left out."""
+
+    data: bytes
+    omitted: int
+
+
+def _kept(raw: bytes) -> tuple[bytes, int]:
+    return raw[:RAW_KEPT_BYTES], max(len(raw) - RAW_KEPT_BYTES, 0)
 
 
 @dataclass(frozen=True)
@@ -261,9 +278,19 @@ class JournalReader:
         return _row_to_job(row) if row else None
 
     def raw(self, job_id: int) -> bytes | None:
+        """The mail's bytes as kept (its first RAW_KEPT_BYTES); see `stored_mail`."""
+        stored = self.stored_mail(job_id)
+        return stored.data if stored is not None else None
+
+    def stored_mail(self, job_id: int) -> StoredMail | None:
+        """What was kept of the order's mail, with the number of bytes left out."""
         with self._reader() as conn:
-            row = conn.execute("SELECT raw FROM orders WHERE id = ?", (job_id,)).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else None
+            row = conn.execute(
+                "SELECT raw, raw_omitted FROM orders WHERE id = ?", (job_id,)
+            ).fetchone()
+        if not row or row[0] is None:
+            return None
+        return StoredMail(bytes(row[0]), int(row[1]))
 
     def queued(self) -> list[Job]:
         """Accepted orders not started yet, oldest first."""
@@ -440,7 +467,7 @@ class Journal(JournalReader):
         cursor = conn.execute(
             "INSERT INTO orders (state, verb, student, student_max, customer, email, workshop,"
             " content, mode, message_id, dedup_key, peer, envelope_from, sender, subject,"
-            " received_at, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " received_at, raw, raw_omitted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 JobState.ACCEPTED.value,
                 order.verb.value,
@@ -458,7 +485,7 @@ class Journal(JournalReader):
                 order.sender,
                 arrival.subject,
                 now,
-                arrival.raw,
+                *_kept(arrival.raw),
             ),
         )
         job = Job(
@@ -525,8 +552,8 @@ class Journal(JournalReader):
         def insert(conn: sqlite3.Connection) -> int:
             cursor = conn.execute(
                 "INSERT INTO orders (state, verb, message_id, peer, envelope_from, sender,"
-                " subject, reason, received_at, finished_at, raw)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " subject, reason, received_at, finished_at, raw, raw_omitted)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     JobState.REJECTED.value,
                     verb,
@@ -538,7 +565,7 @@ class Journal(JournalReader):
                     reason,
                     now,
                     now,
-                    arrival.raw,
+                    *_kept(arrival.raw),
                 ),
             )
             maintenance.cap_refusals(conn, arrival.peer, self.refusals_per_peer)

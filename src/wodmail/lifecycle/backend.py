@@ -259,7 +259,7 @@ class Backend:
             extra_vars=extra,
             vault=installation.vault if installation else None,
         )
-        return Renderer(variables)
+        return Renderer(variables, time_limit_seconds=notebooks.render_timeout_seconds)
 
     async def check_templates(
         self, workshop: Workshop, student: int, *, undefined_ok: bool = False

@@ -22,23 +22,48 @@ from typing import Any
 
 import yaml
 from jinja2 import Undefined
-from jinja2.exceptions import FilterArgumentError
+from jinja2.exceptions import FilterArgumentError, SecurityError
 
+from wodmail.templating import regexes
+from wodmail.templating.budget import Budget
+from wodmail.templating.budget import current as budget_of_render
 from wodmail.templating.varsfiles import UnsafeText as _UnsafeText
+from wodmail.templating.varsfiles import YamlTooLarge, check_expanded_size
 
 
 def _plain(value: Any) -> Any:
-    """`value` as plain dicts, lists and strings, for serializers; uses (checks) undefined."""
-    if isinstance(value, Undefined):
-        str(value)  # raises, or records the name while listing
-        return None
-    if isinstance(value, _UnsafeText):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
+    """`value` as plain dicts, lists and strings, for serializers; uses (checks) undefined.
+
+    Within the render's budget: a value that shares one list many times (YAML aliases,
+    `from_yaml` of a "billion laughs") is counted as the serializer will write it out.
+    """
+    return _Plain(budget_of_render()).copy(value)
+
+
+class _Plain:
+    def __init__(self, budget: Budget | None) -> None:
+        self._budget = budget
+        self._items = 0
+
+    def copy(self, value: Any) -> Any:
+        if self._budget is not None:
+            self._items += 1
+            self._budget.tick()
+            if self._items > self._budget.max_chars:  # each item writes one character or more
+                raise SecurityError(
+                    f"a value to serialize holds more than {self._budget.max_chars} items"
+                    " (the output limit)"
+                )
+        if isinstance(value, Undefined):
+            str(value)  # raises, or records the name while listing
+            return None
+        if isinstance(value, _UnsafeText):
+            return str(value)
+        if isinstance(value, Mapping):
+            return {key: self.copy(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.copy(item) for item in value]
+        return value
 
 
 try:
@@ -72,7 +97,14 @@ def _to_nice_json(value: Any, indent: int = 4, sort_keys: bool = True, **kwargs:
 
 
 def _from_yaml(value: Any) -> Any:
-    return yaml.safe_load(value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    data = yaml.safe_load(value)
+    try:
+        check_expanded_size(data)
+    except YamlTooLarge as exc:
+        raise SecurityError(f"from_yaml: {exc}") from None
+    return data
 
 
 def _to_bool(value: Any) -> bool:
@@ -101,8 +133,10 @@ def _regex_replace(
     count: int = 0,
     mandatory_count: int = 0,
 ) -> str:
-    compiled = re.compile(pattern, _regex_flags(ignorecase, multiline))
-    output, substitutions = compiled.subn(replacement, str(value), count=count)
+    output, substitutions = regexes.subn(
+        "regex_replace", pattern, replacement, str(value), _regex_flags(ignorecase, multiline),
+        count,
+    )
     if mandatory_count and mandatory_count != substitutions:
         raise FilterArgumentError(
             f"{pattern!r} should match {mandatory_count} times, but matches {substitutions} times"
@@ -111,7 +145,8 @@ def _regex_replace(
 
 
 def _regex_search(value: Any, pattern: str, *groups: str, **flags: bool) -> Any:
-    found = re.search(
+    found = regexes.search(
+        "regex_search",
         pattern,
         str(value),
         _regex_flags(flags.get("ignorecase", False), flags.get("multiline", False)),
@@ -134,7 +169,8 @@ def _regex_search(value: Any, pattern: str, *groups: str, **flags: bool) -> Any:
 def _regex_findall(
     value: Any, pattern: str, multiline: bool = False, ignorecase: bool = False
 ) -> list[Any]:
-    return re.findall(pattern, str(value), _regex_flags(ignorecase, multiline))
+    flags = _regex_flags(ignorecase, multiline)
+    return regexes.findall("regex_findall", pattern, str(value), flags)
 
 
 def _regex_escape(value: Any, re_type: str = "python") -> str:
@@ -255,19 +291,20 @@ FILTERS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _regex_test(function: Callable[..., Any]) -> Callable[..., bool]:
+def _regex_test(name: str, function: Callable[..., Any]) -> Callable[..., bool]:
     def test(
         value: Any, pattern: str = "", ignorecase: bool = False, multiline: bool = False
     ) -> bool:
-        return function(pattern, str(value), _regex_flags(ignorecase, multiline)) is not None
+        flags = _regex_flags(ignorecase, multiline)
+        return function(f"the {name!r} test", pattern, str(value), flags) is not None
 
     return test
 
 
 TESTS: dict[str, Callable[..., bool]] = {
-    "match": _regex_test(re.match),
-    "search": _regex_test(re.search),
-    "regex": _regex_test(re.search),
+    "match": _regex_test("match", regexes.match),
+    "search": _regex_test("search", regexes.search),
+    "regex": _regex_test("regex", regexes.search),
 }
 
 

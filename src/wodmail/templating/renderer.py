@@ -30,7 +30,6 @@ from __future__ import annotations
 import ast
 import functools
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from functools import lru_cache
@@ -54,6 +53,10 @@ from jinja2.runtime import Context, missing
 from jinja2.sandbox import SandboxedEnvironment
 
 from wodmail.errors import TemplateError
+from wodmail.templating.budget import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIME_LIMIT_SECONDS
+from wodmail.templating.budget import Budget as _Budget
+from wodmail.templating.budget import current as budget_of_render
+from wodmail.templating.budget import limited as _limited
 from wodmail.templating.filters import FILTERS as _FILTERS
 from wodmail.templating.filters import TESTS as _TESTS
 from wodmail.templating.filters import now as _now
@@ -370,43 +373,17 @@ def _lookup(context: Context, plugin: str, *terms: Any, **options: Any) -> Any:
 
 # --- resource limits ----------------------------------------------------------------------
 #
-# A template is code from a workshop author. Jinja's sandbox stops it reaching Python
-# internals, not from building a 100 MB string or looping for hours, so each render gets a
-# budget: the output's size, the size of any string or list built on the way (`*`, `+`,
-# `~`, `%` and calls with huge counts are checked before they run), and wall time (checked
-# at every loop iteration, call and output piece). None of this changes what a template
-# within its budget renders.
+# Each render gets a budget (wodmail.templating.budget): the output's size, the size of any
+# string or list built on the way (`*`, `+`, `~`, `%` and calls with huge counts are checked
+# before they run), and wall time (checked at every loop iteration, call and output piece;
+# the regex filters run with the time left as their timeout). None of this changes what a
+# template within its budget renders.
 
-DEFAULT_MAX_OUTPUT_CHARS = 32 * 1024 * 1024
-DEFAULT_TIME_LIMIT_SECONDS = 30.0
-_TICKS_PER_CLOCK_CHECK = 256
 _FORMAT_WIDTH = re.compile(r"\d{8,}")  # a width or precision of 10**7 or more
 
 
-class _Budget:
-    """The limits of one render (and of the variable values it expands)."""
-
-    def __init__(self, max_chars: int, seconds: float) -> None:
-        self.max_chars = max_chars
-        self.seconds = seconds
-        self.deadline = time.monotonic() + seconds
-        self._ticks = 0
-
-    def tick(self) -> None:
-        self._ticks += 1
-        if self._ticks % _TICKS_PER_CLOCK_CHECK == 0 and time.monotonic() > self.deadline:
-            raise SecurityError(f"rendering took longer than the {self.seconds:g} s limit")
-
-    def size(self, size: int, what: str) -> None:
-        if size > self.max_chars:
-            raise SecurityError(f"{what} of {size} characters: over the limit of {self.max_chars}")
-
-
-_BUDGET: ContextVar[_Budget | None] = ContextVar("wodmail_render_budget", default=None)
-
-
 def _budget() -> _Budget | None:
-    return _BUDGET.get()
+    return budget_of_render()
 
 
 def _sized(value: Any) -> int | None:
@@ -711,15 +688,14 @@ class Renderer:
         if not looks_like_template(text):
             return text
         token = _RECORDER.set(None)
-        budget = _BUDGET.set(_Budget(*self._limits))
         try:
-            result = _render(_FILE_ENVIRONMENT, text, self._variables)
+            with _limited(*self._limits):
+                result = _render(_FILE_ENVIRONMENT, text, self._variables)
         except TemplateSyntaxError as exc:
             raise _syntax_error(name, exc) from None
         except Exception as exc:
             raise _runtime_error(name, exc) from exc
         finally:
-            _BUDGET.reset(budget)
             _RECORDER.reset(token)
         return str(result)
 
@@ -751,9 +727,9 @@ class Renderer:
             return set()
         recorder: set[str] = set()
         token = _RECORDER.set(recorder)
-        budget = _BUDGET.set(_Budget(*self._limits))
         try:
-            _render(_FILE_ENVIRONMENT, text, self._variables)
+            with _limited(*self._limits):
+                _render(_FILE_ENVIRONMENT, text, self._variables)
         except TemplateSyntaxError as exc:
             raise _syntax_error(name, exc) from None
         except UndefinedError as exc:  # a value that is broken, not undefined (loop, syntax)
@@ -763,7 +739,6 @@ class Renderer:
             if not recorder:
                 raise _runtime_error(name, exc) from exc
         finally:
-            _BUDGET.reset(budget)
             _RECORDER.reset(token)
         return recorder
 

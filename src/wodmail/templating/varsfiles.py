@@ -49,17 +49,57 @@ _VarsLoader.add_constructor("!unsafe", _construct_unsafe)
 _VarsLoader.add_constructor("!vault", _construct_vault)
 
 
+# YAML aliases let a few lines stand for billions of values ("billion laughs"): loading is
+# cheap, but printing, copying or serializing such a value is not (str() of it holds the
+# GIL). No real variables file or template comes near this many values.
+MAX_YAML_VALUES = 1_000_000
+
+
+class YamlTooLarge(yaml.YAMLError):
+    """A YAML document whose aliases repeat values beyond MAX_YAML_VALUES."""
+
+
+def check_expanded_size(data: Any) -> None:
+    """Raise YamlTooLarge when `data`, with every shared value counted each time it is
+    used, holds more than MAX_YAML_VALUES values."""
+    total = _expanded_size(data, {}, set())
+    if total > MAX_YAML_VALUES:
+        raise YamlTooLarge(
+            f"the document expands to {total} values with its aliases repeated:"
+            f" over the limit of {MAX_YAML_VALUES}"
+        )
+
+
+def _expanded_size(value: Any, sizes: dict[int, int], open_ids: set[int]) -> int:
+    if not isinstance(value, dict | list):
+        return 1
+    key = id(value)
+    if key in sizes:
+        return sizes[key]
+    if key in open_ids:  # a recursive structure: counted once
+        return 1
+    open_ids.add(key)
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    size = 1 + sum(_expanded_size(item, sizes, open_ids) for item in items)
+    open_ids.discard(key)
+    sizes[key] = size
+    return size
+
+
 def parse_vars(text: str, where: str, vault: Vault | None = None) -> Any:
-    """The YAML document `text` (from `where`), vault-decrypted; raises YAMLError if invalid."""
+    """The YAML document `text` (from `where`), vault-decrypted; raises YAMLError if invalid
+    (YamlTooLarge if its aliases expand too far)."""
     if is_vaulted(text):
         text = (vault if vault is not None else Vault(None)).decrypt(text, where)
     loader = _VarsLoader(text)
     loader.vault = vault
     loader.where = where
     try:
-        return loader.get_single_data()
+        data = loader.get_single_data()
     finally:
         loader.dispose()
+    check_expanded_size(data)
+    return data
 
 
 def load_vars_file(path: Path, vault: Vault | None = None) -> dict[str, Any]:
@@ -96,4 +136,12 @@ def as_variables(data: Any, where: str) -> dict[str, Any]:
     return data
 
 
-__all__ = ["UnsafeText", "as_variables", "load_vars_file", "parse_vars"]
+__all__ = [
+    "MAX_YAML_VALUES",
+    "UnsafeText",
+    "YamlTooLarge",
+    "as_variables",
+    "check_expanded_size",
+    "load_vars_file",
+    "parse_vars",
+]
