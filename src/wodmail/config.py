@@ -41,7 +41,9 @@ class _Section(BaseModel):
 
 
 class Listen(_Section):
-    host: str = "127.0.0.1"
+    # One address or several (with an installation: WODBEFQDN's addresses and loopback, as
+    # Postfix's inet_interfaces = WODBEFQDN, localhost).
+    host: str | list[str] = "127.0.0.1"
     port: int = Field(10025, ge=0, le=65535)
     # Sessions at once; one more gets 421. Sized with the unit's LimitNOFILE (open files):
     # each session holds one descriptor, plus some for the journal, hooks and peers.
@@ -56,6 +58,26 @@ class Listen(_Section):
     # Local users (names or uids) whose connections may send orders; unset: root,
     # accounts.admin_user (WODUSER) and wodmail's own user. Anyone else gets 554 at connect.
     local_users: list[str | int] | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _some_host(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("listen.host: at least one address")
+        return value
+
+    @property
+    def hosts(self) -> list[str]:
+        """Every address to listen on."""
+        return [self.host] if isinstance(self.host, str) else list(self.host)
+
+    @property
+    def local_host(self) -> str:
+        """The address an admin tool on this machine connects to: a loopback one if listed."""
+        hosts = self.hosts
+        loopback = [h for h in hosts if h in ("127.0.0.1", "::1", "localhost")]
+        chosen = (loopback or hosts)[0]
+        return "127.0.0.1" if chosen in ("0.0.0.0", "") else "::1" if chosen == "::" else chosen
 
     @field_validator("local_users", mode="before")
     @classmethod

@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 
 from wodmail.config import Config, load_base_variables, provenance
 from wodmail.errors import WodmailError
+from wodmail.installation.reader import resolve_addresses
 from wodmail.intake import localusers
+from wodmail.intake.gate import in_networks
 from wodmail.relay.routing import order_recipients
 from wodmail.status.token import TokenFileError, read_token
 from wodmail.userdb import UserDb
@@ -292,18 +294,23 @@ def _hooks(checks: _Checks) -> None:
 
 
 def _port(checks: _Checks) -> None:
+    for host in checks.config.listen.hosts:
+        _port_of(checks, host)
+
+
+def _port_of(checks: _Checks, host: str) -> None:
     listen = checks.config.listen
-    where = f"{listen.host}:{listen.port}"
+    where = f"{host}:{listen.port}"
     if listen.port == 0:
-        checks.add("ok", "listen", f"{listen.host}: any free port", "listen.port")
+        checks.add("ok", "listen", f"{host}: any free port", "listen.port")
         return
-    problem = _bind_problem(listen.host, listen.port)
+    problem = _bind_problem(host, listen.port)
     if problem is not None:
         if problem.errno != errno.EADDRINUSE:
             checks.add("FAIL", "listen", f"{where}: {problem.strerror or problem}",
                        "listen.port")
             return
-        greeting = _greeting(listen.host, listen.port)
+        greeting = _greeting(host, listen.port)
         if "wodmail" in greeting or "listen.local_users" in greeting:  # or refusing us
             checks.add("ok", "listen", f"{where} is held by a running wodmail", "listen.port")
         else:
@@ -312,6 +319,36 @@ def _port(checks: _Checks) -> None:
                        "move Postfix (or it) off that port", "listen.port")
         return
     checks.add("ok", "listen", f"{where} is free", "listen.port")
+
+
+def _portal_allowed(checks: _Checks) -> None:
+    """Would the portal's orders get past allowed_networks? (It connects to the backend's
+    address from the API-DB host: WODAPIDBFQDN, else the portal URL's host.)"""
+    config = checks.config
+    name = _portal_host(checks)
+    if not name:
+        return
+    addresses = resolve_addresses(name)
+    if not addresses:
+        checks.add("warn", "portal's address", f"{name} does not resolve: cannot tell whether "
+                   "allowed_networks lets the portal's orders in", "allowed_networks")
+        return
+    refused = [a for a in addresses if not in_networks(a, config.networks())]
+    if refused:
+        checks.add("warn", "portal's address", f"{name} ({', '.join(refused)}) is outside "
+                   "allowed_networks: the portal's orders would be refused at connect",
+                   "allowed_networks")
+    else:
+        checks.add("ok", "portal's address", f"{name} ({', '.join(addresses)}) is in "
+                   "allowed_networks", "allowed_networks")
+
+
+def _portal_host(checks: _Checks) -> str:
+    installation = checks.config.wod_installation
+    fqdn = installation.values.get("WODAPIDBFQDN") if installation is not None else None
+    if fqdn:
+        return str(fqdn)
+    return urlsplit(checks.config.portal.url or "").hostname or ""
 
 
 def _bind_problem(host: str, port: int) -> OSError | None:
@@ -450,8 +487,8 @@ def _others(checks: _Checks) -> None:
 
 
 STEPS: tuple[Callable[[_Checks], None], ...] = (
-    _urls, _portal_login, _hub_token, _users, _folders, _homes, _tools, _hooks, _port,
-    _status, _status_port, _local_users, _senders, _others,
+    _urls, _portal_login, _portal_allowed, _hub_token, _users, _folders, _homes, _tools,
+    _hooks, _port, _status, _status_port, _local_users, _senders, _others,
 )
 
 

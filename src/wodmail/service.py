@@ -146,7 +146,7 @@ class Daemon:
         except OSError as exc:
             await self.stop(grace=0)
             raise WodmailError(
-                f"cannot listen on {config.listen.host}:{config.listen.port}: "
+                f"cannot listen on {_addresses(config)}: "
                 f"{exc.strerror or exc} (is Postfix, or another wodmail, still on that port?)"
             ) from None
         if not senders:
@@ -176,8 +176,9 @@ class Daemon:
                 log.warning("several sockets passed; only the first one is used",
                             count=len(inherited))
             return await loop.create_server(self._sessions, sock=inherited[0])
+        hosts = self.config.listen.hosts
         return await loop.create_server(
-            self._sessions, self.config.listen.host, self.config.listen.port
+            self._sessions, hosts[0] if len(hosts) == 1 else hosts, self.config.listen.port
         )
 
     async def _start_status(self) -> None:
@@ -426,3 +427,7 @@ def status_token(settings: Status) -> str | None:
     if settings.listen is None or settings.token_file is None:
         return None
     return read_token(settings.token_file)
+
+
+def _addresses(config: Config) -> str:
+    return ", ".join(f"{host}:{config.listen.port}" for host in config.listen.hosts)

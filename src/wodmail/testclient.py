@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", "-c", type=Path, default=None, metavar="FILE",
                         help="the daemon's config (default: $WODMAIL_CONFIG, else "
                         "/etc/wodmail/wodmail.yml when it exists, else the defaults)")
-    parser.add_argument("--host", default=None, help="default: listen.host of the config")
+    parser.add_argument("--host", default=None,
+                        help="default: listen.host of the config (a loopback one of them)")
     parser.add_argument("--port", type=int, default=None, help="default: listen.port")
     parser.add_argument("--sender", default=None,
                         help="envelope and From address (default: the first sender the daemon"
@@ -99,7 +100,7 @@ def default_recipient(config: Config) -> str:
 
 
 def send(config: Config, args: argparse.Namespace, mails: list[tuple[str, str]]) -> list[int]:
-    host = args.host or config.listen.host
+    host = args.host or config.listen.local_host
     port = args.port or config.listen.port
     sender = args.sender or default_sender(config)
     recipient = default_recipient(config)

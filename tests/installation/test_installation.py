@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from support.wod_installation import (
 )
 from wodmail import cli
 from wodmail.config import load_base_variables, load_config, parse_config, provenance
+from wodmail.configcheck import run_checks
 from wodmail.errors import ConfigurationError
 from wodmail.installation.reader import source_wod_sh
 from wodmail.lifecycle.backend import Backend
@@ -323,3 +325,71 @@ def test_the_wod_user_s_own_files_are_sourced_with_its_rights_unless_others_may_
     assert str(caught.value) == (
         f"{private} is owned by uid {OWNER_UID}, mode 0660: refused, it would be sourced as "
         f"uid {OWNER_UID} after {tree.wod_sh} and group or others may write it (chmod go-w)")
+
+
+# -- where the portal reaches the backend --------------------------------------------------------
+
+
+def _named(tree: Tree, backend: str, api_db: str) -> None:
+    """The tree's backend and API-DB host names replaced (in every file that names them)."""
+    for path in tree.root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            text = path.read_text(errors="replace")
+            new = text.replace("be.wod.example.org", backend).replace("api.wod.example.org",
+                                                                        api_db)
+            if new != text:
+                path.write_text(new)
+
+
+def _without_listen(tree: Tree, **overrides: object) -> dict:
+    data = tree.config(**overrides)
+    del data["listen"]
+    return data
+
+
+def test_listen_and_networks_follow_the_backend_and_the_api_db(tree: Tree) -> None:
+    # Postfix listened on inet_interfaces = WODBEFQDN, localhost, and the API-DB connects to
+    # WODBEFQDN:WODPOSTPORT from its own host: with loopback-only defaults the portal was
+    # locked out after the switch. (Addresses as names: they resolve without a DNS server.)
+    _named(tree, backend="192.0.2.10", api_db="198.51.100.7")
+    config = parse_config(_without_listen(tree), "wodmail.yml")
+    assert config.listen.hosts == ["192.0.2.10", "127.0.0.1"]
+    assert provenance(config)["listen.host"].startswith("WODBEFQDN from ")
+    assert config.allowed_networks == ["127.0.0.0/8", "::1/128", "198.51.100.7/32"]
+    assert "loopback and the API-DB host 198.51.100.7" in provenance(config)["allowed_networks"]
+    # wodmail.yml still wins
+    mine = parse_config(tree.config(listen={"host": "127.0.0.1"}), "wodmail.yml")
+    assert mine.listen.hosts == ["127.0.0.1"]
+
+
+def test_unresolvable_names_leave_loopback(tree: Tree) -> None:
+    config = parse_config(_without_listen(tree), "wodmail.yml")  # *.example.org: unresolvable
+    assert config.listen.hosts == ["127.0.0.1"]
+    assert config.allowed_networks == ["127.0.0.0/8", "::1/128"]
+
+
+def test_check_config_warns_when_the_portals_address_would_be_refused(tree: Tree) -> None:
+    _named(tree, backend="192.0.2.10", api_db="198.51.100.7")
+    data = tree.config(allowed_networks=["192.0.2.0/24"], status={"listen": None})
+    found = {c.what: c for c in run_checks(parse_config(data, "wodmail.yml"))}
+    check = found["portal's address"]
+    assert check.status == "warn" and "198.51.100.7" in check.detail
+    assert "outside allowed_networks" in check.detail
+    data = tree.config(status={"listen": None})
+    found = {c.what: c for c in run_checks(parse_config(data, "wodmail.yml"))}
+    assert found["portal's address"].status == "ok"
+
+
+async def test_the_daemon_listens_on_every_address(tree: Tree, start_daemon) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    config = parse_config(tree.config(listen={"host": ["127.0.0.1", "127.0.0.2"], "port": port},
+                                      status={"listen": None}), "wodmail.yml")
+    await start_daemon(config)
+    for host in ("127.0.0.1", "127.0.0.2"):
+        assert (await asyncio.to_thread(_greeting, host, port)).startswith(b"220 ")
+
+
+def _greeting(host: str, port: int) -> bytes:
+    with socket.create_connection((host, port), timeout=60) as client:
+        return client.recv(200)

@@ -29,12 +29,14 @@ import errno
 import importlib.util
 import os
 import shlex
+import socket
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -554,7 +556,32 @@ class _Defaults:
         for key, names, convert in SETTINGS:
             self._setting(key, names, convert)
         self._paths()
+        self._addresses()
         return _nested(self.values), dict(self.origins)
+
+    def _addresses(self) -> None:
+        """listen.host: the backend's addresses (WODBEFQDN) and loopback, as Postfix listened
+        (inet_interfaces = WODBEFQDN, localhost); allowed_networks: loopback and the API-DB
+        host's addresses (WODAPIDBFQDN, else the portal URL's host), which connects to
+        WODBEFQDN:WODPOSTPORT. Resolved when the config is read (start, each reload)."""
+        backend = self._lookup("WODBEFQDN")
+        if backend is not None:
+            addresses = resolve_addresses(str(backend[0]))
+            hosts = list(dict.fromkeys([*addresses, "127.0.0.1"]))
+            self.values["listen.host"] = hosts if len(hosts) > 1 else hosts[0]
+            self.origins["listen.host"] = f"WODBEFQDN from {backend[1]} (resolved) and loopback"
+        portal = self._lookup("WODAPIDBFQDN")
+        if portal is None:
+            url = self._lookup("WODAPIDBEXTURL") or self._lookup("WODAPIDBURL")
+            if url is not None:
+                portal = (urlsplit(str(url[0])).hostname or "", url[1])
+        if portal is not None and portal[0]:
+            addresses = resolve_addresses(str(portal[0]))
+            networks = ["127.0.0.0/8", "::1/128", *(_host_network(a) for a in addresses)]
+            self.values["allowed_networks"] = list(dict.fromkeys(networks))
+            self.origins["allowed_networks"] = (
+                f"loopback and the API-DB host {portal[0]} (resolved) from {portal[1]}"
+            )
 
     def _setting(self, key: str, names: tuple[str, ...], convert: Callable[[Any], Any]) -> None:
         for name in names:
@@ -631,3 +658,16 @@ def _nested(flat: dict[str, Any]) -> dict[str, Any]:
             target = target.setdefault(part, {})
         target[last] = value
     return nested
+
+
+def resolve_addresses(name: str) -> list[str]:
+    """The addresses `name` resolves to now (none when it does not resolve)."""
+    try:
+        infos = socket.getaddrinfo(name.strip(), None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _host_network(address: str) -> str:
+    return f"{address}/128" if ":" in address else f"{address}/32"
