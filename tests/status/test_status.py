@@ -200,6 +200,10 @@ async def test_the_page_shows_a_failed_order_with_its_reason_in_a_browser(
     assert ">failed<" in row
     assert "no home for student5" in row and failed.reason in row.replace("&#39;", "'")
     assert f'data-job="{done.id}"' in dom
+    # The peers' last calls, as /healthz says them; reasons wrap between words only.
+    peers = dom.split('id="peers"', 1)[1].split("</p>", 1)[0]
+    assert "API-DB ok" in peers and "JupyterHub ok" in peers
+    assert "overflow-wrap: anywhere" not in dom and "word-break: normal" in dom
     assert '<meta http-equiv="refresh"' in dom
     assert "<script" not in dom
     assert screenshot.stat().st_size > 10_000  # a rendered page, not an empty one

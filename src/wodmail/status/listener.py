@@ -249,7 +249,9 @@ class StatusServer:
 
     def _render(self, hours: float) -> str:
         now = time.time()
-        return render_page(self._recent(hours, now), hours=hours, now=now)
+        peers = {name: (result.ok, _clock_text(result.at), result.detail)
+                 for name, result in metrics.LAST_PEER_RESULTS.items()}
+        return render_page(self._recent(hours, now), hours=hours, now=now, peers=peers)
 
     def _recent(self, hours: float, now: float) -> list[Job]:
         since = now - hours * 3600
@@ -259,3 +261,7 @@ class StatusServer:
 
 def _error(status: int, message: str, headers: Headers = ()) -> Response:
     return Response.of_json(status, {"error": message}, headers)
+
+
+def _clock_text(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(at))

@@ -32,7 +32,14 @@ def _template() -> jinja2.Template:
     return env.get_template("status.html.j2")
 
 
-def render_page(jobs: list[Job], *, hours: float, now: float) -> str:
+def render_page(
+    jobs: list[Job],
+    *,
+    hours: float,
+    now: float,
+    peers: dict[str, tuple[bool, str, str]] | None = None,
+) -> str:
+    """The page; `peers`: each peer's last call, as /healthz reports it (ok, when, detail)."""
     orders = [job for job in jobs if job.state is not JobState.REJECTED]
     refused = [job for job in jobs if job.state is JobState.REJECTED][:_REFUSED_ROWS]
     by_student: dict[str, list[dict[str, Any]]] = {}
@@ -46,6 +53,7 @@ def render_page(jobs: list[Job], *, hours: float, now: float) -> str:
         counts=[(state.value, counts[state.value]) for state in JobState if counts[state.value]],
         students=list(by_student.items()),
         refused=[_row(job) for job in refused],
+        peers=sorted((peers or {}).items()),
     )
 
 
