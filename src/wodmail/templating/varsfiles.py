@@ -7,12 +7,15 @@ decrypted first. Decryption needs the installation's vault secret (see `wodmail.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from wodmail.errors import TemplateError
+from wodmail.safefiles import UnsafeFile, as_root, open_file, read_all
 from wodmail.templating.vault import Vault, VaultError, is_vaulted
 
 
@@ -109,7 +112,9 @@ def load_vars_file(path: Path, vault: Vault | None = None) -> dict[str, Any]:
     is vaulted and cannot be decrypted (saying why).
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read(path).decode("utf-8")
+    except UnsafeFile as exc:
+        raise TemplateError(str(path), exc.problem) from None
     except OSError as exc:
         raise TemplateError(str(path), f"cannot read variables file: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
@@ -121,6 +126,25 @@ def load_vars_file(path: Path, vault: Vault | None = None) -> dict[str, Any]:
     except VaultError as exc:
         raise TemplateError(str(path), exc.reason) from None
     return as_variables(data, str(path))
+
+
+# A vars file is small; anything bigger is no vars file (and must not fill the memory).
+MAX_VARS_FILE_BYTES = 16 * 1024 * 1024
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes. As root, a file in a folder another user may write (the WoD user's
+    tree: pass/variables_<W>_<N>.yml a create script writes) is not read through a symbolic
+    link: such a link could make root read any file and hand its values to a notebook."""
+    if not as_root():
+        return path.read_bytes()
+    folder = os.stat(path.parent)
+    follow = folder.st_uid == 0 and not folder.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    fd = open_file(path, follow=follow)
+    try:
+        return read_all(fd, MAX_VARS_FILE_BYTES, path)
+    finally:
+        os.close(fd)
 
 
 def as_variables(data: Any, where: str) -> dict[str, Any]:
