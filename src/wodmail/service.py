@@ -175,9 +175,15 @@ class Daemon:
             if len(inherited) > 1:
                 log.warning("several sockets passed; only the first one is used",
                             count=len(inherited))
-            return await loop.create_server(self._sessions, sock=inherited[0])
+            # asyncio calls listen() again on the socket it is given: without an explicit
+            # backlog, its default (100) would replace the socket unit's Backlog= for as long
+            # as the socket lives, restarts included.
+            return await loop.create_server(
+                self._sessions, sock=inherited[0], backlog=self.config.listen.backlog
+            )
         return await loop.create_server(
-            self._sessions, self.config.listen.host, self.config.listen.port
+            self._sessions, self.config.listen.host, self.config.listen.port,
+            backlog=self.config.listen.backlog,
         )
 
     async def _start_status(self) -> None:
