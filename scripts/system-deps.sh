@@ -15,6 +15,11 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v chromium >/dev/null || need+=(chromium)
 # systemd-analyze checks the shipped units (nothing is started: a container is not harmed).
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# The units under a real systemd: a Debian 12 root file system (debootstrap, cached as a
+# zstd tarball in ~/.cache/wodmail) booted by systemd-nspawn (tests/e2e/test_systemd_real.py).
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v zstd >/dev/null || need+=(zstd)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "system-deps: missing ${need[*]} and cannot install (not root or no apt-get); tests needing them will skip" >&2

@@ -55,6 +55,11 @@ class Listen(_Section):
     max_connections_per_uid: int = Field(64, ge=1, le=65536)
     # Until the first command (HELO, EHLO, or MAIL for the netcat tool); then the idle timeout.
     greeting_timeout_seconds: float = Field(30.0, gt=0)
+    # Connections the kernel queues before wodmail accepts them (listen(2)'s backlog), also
+    # for the socket wodmail.socket passes: asyncio listens on it again, and without this its
+    # own 100 would replace the socket unit's Backlog=1024. The kernel caps it at
+    # net.core.somaxconn (4096 on current kernels).
+    backlog: int = Field(1024, ge=1, le=65535)
     # Local users (names or uids) whose connections may send orders; unset: root,
     # accounts.admin_user (WODUSER) and wodmail's own user. Anyone else gets 554 at connect.
     local_users: list[str | int] | None = None

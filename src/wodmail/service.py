@@ -55,6 +55,9 @@ class Daemon:
         self.relay: Relay | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.last_beat = time.monotonic()  # when the event loop last ran the heartbeat
+        self.config_generation = 1  # one more per reload applied (shown by /healthz)
+        self.last_reload: str | None = None  # "applied" or "refused", once reloaded
+        self.reloads = 0  # reloads finished, applied or refused
         self.gate: ConnectionGate | None = None
         self._loop_errors = LoopErrors()
         self.status: StatusServer | None = None
@@ -175,10 +178,16 @@ class Daemon:
             if len(inherited) > 1:
                 log.warning("several sockets passed; only the first one is used",
                             count=len(inherited))
-            return await loop.create_server(self._sessions, sock=inherited[0])
+            # asyncio calls listen() again on the socket it is given: without an explicit
+            # backlog, its default (100) would replace the socket unit's Backlog= for as long
+            # as the socket lives, restarts included.
+            return await loop.create_server(
+                self._sessions, sock=inherited[0], backlog=self.config.listen.backlog
+            )
         hosts = self.config.listen.hosts
         return await loop.create_server(
-            self._sessions, hosts[0] if len(hosts) == 1 else hosts, self.config.listen.port
+            self._sessions, hosts[0] if len(hosts) == 1 else hosts, self.config.listen.port,
+            backlog=self.config.listen.backlog,
         )
 
     async def _start_status(self) -> None:
@@ -284,8 +293,10 @@ class Daemon:
         except WodmailError as exc:
             reason = "; ".join(str(exc).splitlines())
             log.error("configuration not reloaded; the running one stays", reason=reason)
+            self.last_reload = "refused"
             return False
         finally:
+            self.reloads += 1
             self.notifier.ready(self.status_text())
         return True
 
@@ -311,10 +322,13 @@ class Daemon:
         self.journal.dedup_window = config.dedup_window_seconds
         self.journal.refusals_per_peer = config.max_refusals_per_peer
         self.config = config
+        self.config_generation += 1
+        self.last_reload = "applied"
         if kept:
             log.warning("changed settings take effect on the next restart", keys=kept)
         log.info("configuration reloaded", source=str(config.source or "(embedded defaults)"),
-                 allowed_senders=len(senders), concurrency=config.dispatch.concurrency)
+                 allowed_senders=len(senders), concurrency=config.dispatch.concurrency,
+                 generation=self.config_generation)
 
     async def stop(self, grace: float | None = None) -> None:
         if grace is None:

@@ -52,7 +52,9 @@ def test_the_unit_is_a_notify_service_with_watchdog_reload_and_a_bounded_stop():
     unit = settings(UNIT)
     assert one(unit, "Service.Type") == "notify"
     assert one(unit, "Service.NotifyAccess") == "main"
-    assert one(unit, "Service.ExecReload") == "/bin/kill -HUP $MAINPID"
+    # The shell's own kill: /bin/kill is procps's, absent from a minimal Debian.
+    assert one(unit, "Service.ExecReload") == (
+        "/bin/sh -c 'kill -HUP \"$1\"' wodmail-reload $MAINPID")
     assert one(unit, "Service.Restart") == "on-failure"
     # The loop beats every second: the watchdog must allow for a loaded machine.
     assert int(one(unit, "Service.WatchdogSec")) >= 10
@@ -75,6 +77,10 @@ def test_the_unit_keeps_only_the_documented_capabilities_and_sandboxes_the_rest(
     assert one(unit, "Service.ProtectSystem") == "strict"
     assert set(one(unit, "Service.ReadWritePaths").split()) == {
         "/etc", "/home", "-/student", "-/run/sudo"}
+    # strict leaves /home, /root and /run/user to ProtectHome=; read-only would take /home
+    # (WODUSER's), so /root and /run/user are made read-only one by one.
+    assert one(unit, "Service.ProtectHome") == "no"
+    assert set(one(unit, "Service.ReadOnlyPaths").split()) == {"-/root", "-/run/user"}
     assert one(unit, "Service.StateDirectory") == "wodmail"
     for key in ("PrivateTmp", "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules",
                 "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname",

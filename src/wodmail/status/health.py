@@ -25,6 +25,13 @@ LOOP_STALL_SECONDS = 5.0
 class HealthSource(Protocol):
     accepting: bool
     last_beat: float
+    # 1 at start, one more for every reload that applied a config (SIGHUP): `systemctl
+    # reload` can return before the reload is done, this tells when it is.
+    config_generation: int
+    # The last reload's outcome: "applied", "refused" (the running config stays) or None;
+    # `reloads` counts the reloads finished either way.
+    last_reload: str | None
+    reloads: int
 
     async def probe_journal(self) -> None:
         """One real commit to the journal; raises when it cannot be written."""
@@ -59,6 +66,9 @@ class Health:
         body: dict[str, Any] = {
             "status": "ok" if healthy else "unhealthy",
             "checks": {name: check.public() for name, check in checks.items()},
+            "config": {"generation": self._source.config_generation,
+                       "reloads": self._source.reloads,
+                       "last_reload": self._source.last_reload},
             "peers": {
                 peer: {"ok": result.ok, "at": _iso(result.at), "detail": result.detail}
                 for peer, result in sorted(metrics.LAST_PEER_RESULTS.items())
