@@ -129,6 +129,8 @@ class Rejection(BaseModel, frozen=True):
     message_id: str | None = None
     sender: str | None = None
     verb: str | None = None  # the verb, when the subject got that far
+    student: int | None = None  # the student the subject named, when it got that far
+    workshop: str | None = None  # the workshop named, when the mail got that far
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,32 @@ def test_jobs_filters(journal_config: Path, capsys):
     assert [job["id"] for job in json.loads(capsys.readouterr().out)] == [1]
 
 
+async def test_a_refused_order_is_found_by_its_student_and_workshop(
+    make_config, start_daemon, tmp_path, capsys
+):
+    from wodmail.dev.standins.mail_clients import send_portal_style_async
+
+    config = make_config(students={"min": 1, "max": 20})
+    daemon = await start_daemon(config)
+    # Out of range: refused, but recorded with the student and workshop it named.
+    await send_portal_style_async("127.0.0.1", daemon.port, "CREATE 121 0", "WKSHP-API101")
+    path = write_config(tmp_path / "c.yml", {"state_dir": str(config.state_dir)})
+
+    def listed(*argv: str) -> list[dict]:
+        capsys.readouterr()
+        assert cli.main(["jobs", "--json", *argv, "--config", str(path)]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    for _ in range(600):  # the portal does not wait for the reply: wait for the record
+        if listed():
+            break
+        await asyncio.sleep(0.1)
+    [refused] = listed("--student", "121")
+    assert (refused["state"], refused["workshop"]) == ("rejected", "WKSHP-API101")
+    assert "121" in refused["reason"]
+    assert [job["id"] for job in listed("--workshop", "WKSHP-API101")] == [refused["id"]]
+
+
 def test_show_json_includes_the_password(journal_config: Path, capsys):
     assert cli.main(["show", "1", "--json", "--config", str(journal_config)]) == 0
     shown = json.loads(capsys.readouterr().out)

@@ -495,7 +495,18 @@ def test_rejection_keeps_what_was_read(default_rules: OrderRules) -> None:
         message_id="m1@example.org",
         sender="wod@example.org",
         verb="CREATE",
+        student=42,  # out of range, but what the subject said: `jobs --student 42` finds it
+        workshop="WKSHP-API101",
     )
+
+
+def test_rejection_keeps_the_workshop_it_read(default_rules: OrderRules) -> None:
+    rules = OrderRules(workshop_exists=lambda content: False)
+    data = b"From: <wod@example.org>\nSubject: CREATE 7 0\n\nWKSHP-Nope101\n"
+    refused = parse_order(data, rules)
+    assert isinstance(refused, Rejection)
+    assert (refused.student, refused.workshop) == (7, "WKSHP-Nope101")
+    assert refused.reason == "unknown workshop WKSHP-Nope101"
 
 
 def test_rejection_of_a_non_order_names_no_verb(default_rules: OrderRules) -> None:

@@ -151,6 +151,8 @@ class IntakeHandler:
                 verb=parsed.verb,
                 message_id=parsed.message_id,
                 sender=parsed.sender,
+                student=parsed.student,
+                workshop=parsed.workshop,
             )
         return await self._accept(parsed, arrival)
 
@@ -242,6 +244,8 @@ class IntakeHandler:
         verb: str | None = None,
         message_id: str | None = None,
         sender: str | None = None,
+        student: int | None = None,
+        workshop: str | None = None,
     ) -> str:
         metrics.refused(reason)
         peer = arrival.peer or "(unknown)"
@@ -252,7 +256,8 @@ class IntakeHandler:
             return f"550 5.6.0 {reason} (not recorded: too many refusals from {peer})"
         try:
             job_id = await self._journal.reject(
-                reason, arrival, verb=verb, message_id=message_id, sender=sender
+                reason, arrival, verb=verb, message_id=message_id, sender=sender,
+                student=student, workshop=workshop,
             )
         except Exception as exc:
             log.error("journal write failed for a refusal", reason=reason, error=str(exc))

@@ -101,6 +101,8 @@ class _MailReader:
         self.sender: str | None = None
         self.subject: str | None = None
         self.verb: Verb | None = None
+        self.student: int | None = None
+        self.workshop: str | None = None
         self._body = body
 
     def read(self) -> Order | Rejection:
@@ -113,7 +115,21 @@ class _MailReader:
                 message_id=self.message_id,
                 sender=self.sender,
                 verb=self.verb.value if self.verb else None,
+                student=self.student,
+                workshop=self.workshop or self._named_workshop(),
             )
+
+    def _named_workshop(self) -> str | None:
+        """The workshop the body names, for the record of a mail refused before it was read
+        (its subject got as far as the verb, so the MIME checks have passed)."""
+        if self.verb is None:
+            return None
+        try:
+            if _is_plain(self.head):
+                return _workshop_line(_plain_text(self._body))
+            return _body_workshop(_message(self.head, self._body))
+        except Exception:  # whatever it holds, the refusal's reason stands
+            return None
 
     def _order(self) -> Order:
         _check_single_headers(self.head)
@@ -132,6 +148,7 @@ class _MailReader:
         self.subject = " ".join(self.subject.split())
         tokens = _SUBJECT_TOKEN.findall(_AROUND_COMMA.sub(",", self.subject))
         self.verb = _verb(tokens, self.subject)
+        self.student = _named_student(tokens)
         ids = _read_ids(self.verb, tokens, self.subject, self.rules)
         if ids.workshop:
             workshop = ids.workshop
@@ -139,6 +156,7 @@ class _MailReader:
             workshop = _workshop_line(_plain_text(self._body))
         else:
             workshop = _body_workshop(message)
+        self.workshop = workshop
         content, mode = content_of(workshop)
         self._check_exists(workshop, content)
         return Order(
@@ -203,6 +221,17 @@ def _read_ids(verb: Verb, tokens: list[str], subject: str, rules: OrderRules) ->
         workshop=workshop,
         email=_recorded(extra[0]) if extra else None,
     )
+
+
+def _named_student(tokens: list[str]) -> int | None:
+    """The student (a range's first) the subject names, valid or not: a refused order is
+    recorded with it, so `wodmail jobs --student N` finds it."""
+    if len(tokens) < 2:
+        return None
+    first = tokens[1].split(",", 1)[0]
+    if not _NUMBER.fullmatch(first) or len(first) > 18:
+        return None
+    return int(first)
 
 
 def _students(verb: Verb, token: str, rules: OrderRules) -> tuple[int, int | None]:

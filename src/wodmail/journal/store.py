@@ -545,18 +545,23 @@ class Journal(JournalReader):
         verb: str | None = None,
         message_id: str | None = None,
         sender: str | None = None,
+        student: int | None = None,
+        workshop: str | None = None,
     ) -> int:
-        """Records a refused mail with its reason; returns its job id."""
+        """Records a refused mail with its reason (and the student and workshop it named,
+        when it got that far); returns its job id."""
         now = time.time()
 
         def insert(conn: sqlite3.Connection) -> int:
             cursor = conn.execute(
-                "INSERT INTO orders (state, verb, message_id, peer, envelope_from, sender,"
-                " subject, reason, received_at, finished_at, raw, raw_omitted)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO orders (state, verb, student, workshop, message_id, peer,"
+                " envelope_from, sender, subject, reason, received_at, finished_at, raw,"
+                " raw_omitted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     JobState.REJECTED.value,
                     verb,
+                    student if student is not None and abs(student) < 2**63 else None,
+                    workshop,
                     message_id,
                     arrival.peer,
                     arrival.envelope_from,
