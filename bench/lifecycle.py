@@ -82,6 +82,7 @@ GOAL_LATENCY_P50_MS = 150.0
 GOAL_DEPLOY_RATIO = 3.0
 GOAL_MAKESPAN_SECONDS = 10.0
 GOAL_RSS_MIB = 200.0
+GOAL_CPU_MS_PER_ORDER = 30.0  # daemon utime+stime per CREATE
 
 
 # --- the workshop ----------------------------------------------------------------------------
@@ -339,12 +340,17 @@ class DaemonProcess:
         self.keypool_tid: int | None = hello["keypool_tid"]
 
     @classmethod
-    async def start(cls, config_path: Path, profile: Path | None) -> DaemonProcess:
+    async def start(
+        cls, config_path: Path, profile: Path | None, daemon_src: Path | None = None
+    ) -> DaemonProcess:
         command = [sys.executable, __file__, "--serve", str(config_path)]
         if profile is not None:
             command += ["--profile", str(profile)]
+        env = None
+        if daemon_src is not None:  # another commit's wodmail, to compare back to back
+            env = {**os.environ, "PYTHONPATH": str(daemon_src)}
         process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
         )
         return cls(process, await cls._read(process))
 
@@ -404,10 +410,12 @@ class CpuSample:
     daemon_children: float
     keypool: float
     bench: float
+    load: tuple[float, float, float] = field(default_factory=os.getloadavg)  # when sampled
 
     def since(self, start: CpuSample) -> CpuSample:
-        return CpuSample(*(a - b for a, b in zip(vars(self).values(), vars(start).values(),
-                                                 strict=True)))
+        return CpuSample(self.wall - start.wall, self.daemon - start.daemon,
+                         self.daemon_children - start.daemon_children,
+                         self.keypool - start.keypool, self.bench - start.bench, self.load)
 
 
 def _proc_cpu(stat_path: Path) -> tuple[float, float]:
@@ -650,7 +658,7 @@ async def restart_creates(
             stored.unlink()
     keys = len(list(folder.glob("*.pem")))
     launched = time.monotonic()
-    daemon = await DaemonProcess.start(config_path, None)
+    daemon = await DaemonProcess.start(config_path, None, args.daemon_src)
     ready = time.monotonic() - launched
     try:
         reader = JournalReader(journal)
@@ -670,7 +678,7 @@ async def run_daemon_phases(
     from wodmail.config import load_config
 
     journal = load_config(config_path).journal_path()
-    daemon = await DaemonProcess.start(config_path, args.profile)
+    daemon = await DaemonProcess.start(config_path, args.profile, args.daemon_src)
     try:
         fill = await daemon.wait_pool_full()
         reader = JournalReader(journal)
@@ -758,7 +766,12 @@ def cpu_line(cpu: CpuSample, orders: int) -> str:
         f"CPU over {cpu.wall:.1f} s: daemon {cpu.daemon:.1f} s (key pool thread "
         f"{cpu.keypool:.1f} s), its programs (chpasswd, setfacl) {cpu.daemon_children:.1f} s, "
         f"bench process (stand-ins, clients) {cpu.bench:.1f} s; daemon without key pool "
-        f"+ programs: {(cpu.daemon - cpu.keypool + cpu.daemon_children) * per:.0f} ms/order"
+        f"+ programs: {(cpu.daemon - cpu.keypool + cpu.daemon_children) * per:.0f} ms/order\n"
+        f"   daemon CPU per order (utime+stime of the daemon process, all threads): "
+        f"{cpu.daemon * per:.1f} ms, without its key pool thread "
+        f"{(cpu.daemon - cpu.keypool) * per:.1f} ms   goal <= {GOAL_CPU_MS_PER_ORDER:.0f} ms: "
+        f"{verdict(cpu.daemon * per <= GOAL_CPU_MS_PER_ORDER)}; load average at the end "
+        f"{' '.join(f'{v:.2f}' for v in cpu.load)}"
     )
 
 
@@ -875,6 +888,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also measure a restart whose key pool files were deleted first")
     parser.add_argument("--profile", type=Path, default=None,
                         help="run the daemon under cProfile (main thread) and write the stats")
+    parser.add_argument("--daemon-src", type=Path, default=None,
+                        help="run the daemon from this src/ folder (e.g. another commit's, "
+                        "from `git archive REV src | tar -x -C DIR`) to compare back to back")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     return parser
 
@@ -888,6 +904,8 @@ def main(argv: list[str] | None = None) -> int:
     from wodmail.logs import configure_logging
 
     print(machine_line())
+    if args.daemon_src is not None:
+        print(f"daemon from {args.daemon_src}")
     with (
         open(os.devnull, "w") as devnull,
         tempfile.TemporaryDirectory(prefix="wodmail-lifecycle-", dir=args.workdir) as base,
