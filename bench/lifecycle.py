@@ -82,6 +82,7 @@ GOAL_LATENCY_P50_MS = 150.0
 GOAL_DEPLOY_RATIO = 3.0
 GOAL_MAKESPAN_SECONDS = 10.0
 GOAL_RSS_MIB = 200.0
+GOAL_CPU_MS_PER_ORDER = 30.0  # daemon utime+stime per CREATE
 
 
 # --- the workshop ----------------------------------------------------------------------------
@@ -315,7 +316,23 @@ async def serve(config_path: Path, log_stream: TextIO) -> None:
     await daemon.stop(30)
 
 
+def name_kernel_threads() -> None:
+    """Gives each thread started from now on its Python name in the kernel (/proc/.../comm),
+    for the parent's CPU by thread (CPython 3.11 leaves them all `python`)."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    bootstrap = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+
+    def named(thread: threading.Thread) -> None:
+        prctl(15, thread.name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+        bootstrap(thread)
+
+    threading.Thread._bootstrap_inner = named  # type: ignore[attr-defined]
+
+
 def serve_main(config_path: Path, profile: Path | None) -> int:
+    name_kernel_threads()
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
         profiler.enable()
@@ -339,12 +356,17 @@ class DaemonProcess:
         self.keypool_tid: int | None = hello["keypool_tid"]
 
     @classmethod
-    async def start(cls, config_path: Path, profile: Path | None) -> DaemonProcess:
+    async def start(
+        cls, config_path: Path, profile: Path | None, daemon_src: Path | None = None
+    ) -> DaemonProcess:
         command = [sys.executable, __file__, "--serve", str(config_path)]
         if profile is not None:
             command += ["--profile", str(profile)]
+        env = None
+        if daemon_src is not None:  # another commit's wodmail, to compare back to back
+            env = {**os.environ, "PYTHONPATH": str(daemon_src)}
         process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
         )
         return cls(process, await cls._read(process))
 
@@ -370,7 +392,8 @@ class DaemonProcess:
         keypool = 0.0
         if self.keypool_tid is not None:
             keypool = _proc_cpu(Path(f"/proc/{pid}/task/{self.keypool_tid}/stat"))[0]
-        return CpuSample(time.monotonic(), own, children, keypool, time.process_time())
+        return CpuSample(time.monotonic(), own, children, keypool, time.process_time(),
+                         threads=_thread_cpu(pid))
 
     def peak_rss_mib(self) -> float:
         """VmHWM: the process's peak resident set, all threads."""
@@ -404,10 +427,33 @@ class CpuSample:
     daemon_children: float
     keypool: float
     bench: float
+    load: tuple[float, float, float] = field(default_factory=os.getloadavg)  # when sampled
+    threads: dict[str, float] = field(default_factory=dict)  # kind of thread: CPU seconds
 
     def since(self, start: CpuSample) -> CpuSample:
-        return CpuSample(*(a - b for a, b in zip(vars(self).values(), vars(start).values(),
-                                                 strict=True)))
+        threads = {kind: seconds - start.threads.get(kind, 0.0)
+                   for kind, seconds in self.threads.items()}
+        return CpuSample(self.wall - start.wall, self.daemon - start.daemon,
+                         self.daemon_children - start.daemon_children,
+                         self.keypool - start.keypool, self.bench - start.bench, self.load,
+                         threads)
+
+
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of the daemon's live threads by kind (their name without its number):
+    the event loop (`main`), the journal's writer, the default executor's workers
+    (`asyncio`), the key pool... Threads that ended (a child watcher per program run) are
+    only in the process's total."""
+    kinds: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            seconds = _proc_cpu(task / "stat")[0]
+        except OSError:
+            continue  # it ended while we looked
+        kind = "main" if task.name == str(pid) else re.sub(r"[_-]?\d+$", "", name)
+        kinds[kind] = kinds.get(kind, 0.0) + seconds
+    return kinds
 
 
 def _proc_cpu(stat_path: Path) -> tuple[float, float]:
@@ -650,7 +696,7 @@ async def restart_creates(
             stored.unlink()
     keys = len(list(folder.glob("*.pem")))
     launched = time.monotonic()
-    daemon = await DaemonProcess.start(config_path, None)
+    daemon = await DaemonProcess.start(config_path, None, args.daemon_src)
     ready = time.monotonic() - launched
     try:
         reader = JournalReader(journal)
@@ -670,7 +716,7 @@ async def run_daemon_phases(
     from wodmail.config import load_config
 
     journal = load_config(config_path).journal_path()
-    daemon = await DaemonProcess.start(config_path, args.profile)
+    daemon = await DaemonProcess.start(config_path, args.profile, args.daemon_src)
     try:
         fill = await daemon.wait_pool_full()
         reader = JournalReader(journal)
@@ -758,7 +804,16 @@ def cpu_line(cpu: CpuSample, orders: int) -> str:
         f"CPU over {cpu.wall:.1f} s: daemon {cpu.daemon:.1f} s (key pool thread "
         f"{cpu.keypool:.1f} s), its programs (chpasswd, setfacl) {cpu.daemon_children:.1f} s, "
         f"bench process (stand-ins, clients) {cpu.bench:.1f} s; daemon without key pool "
-        f"+ programs: {(cpu.daemon - cpu.keypool + cpu.daemon_children) * per:.0f} ms/order"
+        f"+ programs: {(cpu.daemon - cpu.keypool + cpu.daemon_children) * per:.0f} ms/order\n"
+        f"   daemon CPU per order (utime+stime of the daemon process, all threads): "
+        f"{cpu.daemon * per:.1f} ms, without its key pool thread "
+        f"{(cpu.daemon - cpu.keypool) * per:.1f} ms   goal <= {GOAL_CPU_MS_PER_ORDER:.0f} ms: "
+        f"{verdict(cpu.daemon * per <= GOAL_CPU_MS_PER_ORDER)}; load average at the end "
+        f"{' '.join(f'{v:.2f}' for v in cpu.load)}\n"
+        f"   by thread, ms/order: "
+        + ", ".join(f"{kind} {seconds * per:.1f}"
+                    for kind, seconds in sorted(cpu.threads.items(), key=lambda kv: -kv[1]))
+        + f", threads that ended {(cpu.daemon - sum(cpu.threads.values())) * per:.1f}"
     )
 
 
@@ -875,6 +930,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also measure a restart whose key pool files were deleted first")
     parser.add_argument("--profile", type=Path, default=None,
                         help="run the daemon under cProfile (main thread) and write the stats")
+    parser.add_argument("--daemon-src", type=Path, default=None,
+                        help="run the daemon from this src/ folder (e.g. another commit's, "
+                        "from `git archive REV src | tar -x -C DIR`) to compare back to back")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     return parser
 
@@ -888,6 +946,8 @@ def main(argv: list[str] | None = None) -> int:
     from wodmail.logs import configure_logging
 
     print(machine_line())
+    if args.daemon_src is not None:
+        print(f"daemon from {args.daemon_src}")
     with (
         open(os.devnull, "w") as devnull,
         tempfile.TemporaryDirectory(prefix="wodmail-lifecycle-", dir=args.workdir) as base,

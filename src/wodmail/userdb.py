@@ -7,6 +7,7 @@ script runs as) and the accounts all use it, so it sits below all of them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +42,16 @@ class UserDb:
         self.group_file = self.root / "etc" / "group"
 
     def user(self, name: str) -> PasswdEntry:
-        for line_no, fields in _records(self.passwd_file):
-            if fields[0] == name:
-                if len(fields) < 7:
-                    raise AccountError(f"{self.passwd_file} line {line_no}: too few fields")
-                uid = _id_field(fields[2], "uid", self.passwd_file, line_no)
-                gid = _id_field(fields[3], "gid", self.passwd_file, line_no)
-                home, shell = Path(fields[5]), fields[6].strip() or "/bin/sh"
-                return PasswdEntry(name=name, uid=uid, gid=gid, home=home, shell=shell)
-        raise AccountError(f"no user {name} in {self.passwd_file}")
+        found = _first_by_name(self.passwd_file).get(name)
+        if found is None:
+            raise AccountError(f"no user {name} in {self.passwd_file}")
+        line_no, fields = found
+        if len(fields) < 7:
+            raise AccountError(f"{self.passwd_file} line {line_no}: too few fields")
+        uid = _id_field(fields[2], "uid", self.passwd_file, line_no)
+        gid = _id_field(fields[3], "gid", self.passwd_file, line_no)
+        home, shell = Path(fields[5]), fields[6].strip() or "/bin/sh"
+        return PasswdEntry(name=name, uid=uid, gid=gid, home=home, shell=shell)
 
     def uid(self, name: str) -> int:
         return self.user(name).uid
@@ -72,13 +74,42 @@ class UserDb:
 
 
 def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise AccountError(f"cannot read {path}: {exc.strerror}") from exc
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(_read(path).splitlines(), start=1):
         if line.strip() and not line.startswith(("#", "+", "-")):
             yield line_no, line.split(":")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise AccountError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+# The file is still read on every lookup (it may change under us); only its parse is kept,
+# for as long as the text read is the same (a CREATE looks up 3 names in a passwd of
+# hundreds of students).
+_parsed: dict[Path, tuple[str, dict[str, tuple[int, list[str]]]]] = {}
+_parsed_lock = threading.Lock()
+
+
+def _first_by_name(path: Path) -> dict[str, tuple[int, list[str]]]:
+    """Each name's first record in `path`: (line number, fields)."""
+    text = _read(path)
+    with _parsed_lock:
+        cached = _parsed.get(path)
+    if cached is not None and cached[0] == text:
+        return cached[1]
+    by_name: dict[str, tuple[int, list[str]]] = {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if line.strip() and not line.startswith(("#", "+", "-")):
+            fields = line.split(":")
+            by_name.setdefault(fields[0], (line_no, fields))
+    with _parsed_lock:
+        if len(_parsed) >= 16 and path not in _parsed:  # a root or two in production
+            _parsed.clear()
+        _parsed[path] = (text, by_name)
+    return by_name
 
 
 def _id_field(text: str, what: str, path: Path, line_no: int) -> int:
