@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -56,16 +55,6 @@ async def fill(path: Path, count: int) -> None:
                                    for a in accepted))
     finally:
         journal.close()
-
-
-def status_port(server: flood.Server) -> int:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for line in server.log_lines():
-            if '"status listener"' in line:
-                return int(json.loads(line)["url"].rstrip("/").rsplit(":", 1)[1])
-        time.sleep(0.05)
-    raise RuntimeError("no status listener in the log")
 
 
 def timed_get(client: httpx.Client, url: str) -> tuple[httpx.Response, float]:
@@ -126,7 +115,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
               "status": {"listen": "127.0.0.1:0"}}
     asyncio.run(fill(folder / "state" / "journal.sqlite3", args.jobs))
     with flood.serve(folder / "serve", config) as server:
-        base = f"http://127.0.0.1:{status_port(server)}"
+        base = f"http://127.0.0.1:{server.status_port()}"
         with httpx.Client(base_url=base, timeout=120) as client:
             print(f"/jobs (100):           {one_page(client, '/jobs')}")
             print(f"/jobs?limit=1000:      {one_page(client, '/jobs?limit=1000')}")

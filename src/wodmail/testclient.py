@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 from wodmail.cli import render_job
 from wodmail.config import Config, describe_location, load_base_variables, load_config
@@ -84,16 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_sender(config: Config) -> str:
+def default_sender(config: Config, variables: dict[str, Any] | None = None) -> str:
     """The sender the daemon allows (as the old tool sent as WODSENDER)."""
-    senders = config.senders(load_base_variables(config))
+    senders = config.senders(load_base_variables(config) if variables is None else variables)
     return senders[0] if senders else "wodmail-test@localhost"
 
 
-def default_recipient(config: Config) -> str:
+def default_recipient(config: Config, variables: dict[str, Any] | None = None) -> str:
     """The order mailbox as the old tool addressed it: WODUSER@WODBEFQDN of the installation
     (mail to anyone else would be relayed, not taken as an order, when a relay is set)."""
-    variables = load_base_variables(config)
+    if variables is None:
+        variables = load_base_variables(config)
     user = variables.get("WODUSER") or config.accounts.admin_user or "wodadmin"
     domain = variables.get("WODBEFQDN") or "localhost"
     return f"{user}@{domain}"
@@ -102,8 +104,9 @@ def default_recipient(config: Config) -> str:
 def send(config: Config, args: argparse.Namespace, mails: list[tuple[str, str]]) -> list[int]:
     host = args.host or config.listen.local_host
     port = args.port or config.listen.port
-    sender = args.sender or default_sender(config)
-    recipient = default_recipient(config)
+    variables = load_base_variables(config)  # the installation's layers: read once
+    sender = args.sender or default_sender(config, variables)
+    recipient = default_recipient(config, variables)
     job_ids: list[int] = []
     with smtplib.SMTP(host, port, timeout=30) as smtp:
         for subject, body in mails:

@@ -66,7 +66,7 @@ def test_idle_status_connections_cannot_exhaust_descriptors(tmp_path, notebooks)
         pytest.skip(f"the hard open-file limit is below {STATUS_FLOOD + 256}")
     config = _config(tmp_path, notebooks, status={"listen": "127.0.0.1:0"})
     with flood.serve(tmp_path / "serve", config, open_files=STATUS_OPEN_FILES) as server:
-        port = _status_port(server)
+        port = server.status_port()
         quiet = _open_files(server.process.pid)
         with flood.idle_connections(port, STATUS_FLOOD, source="127.0.0.1") as connected:
             flooded = _open_files(server.process.pid)
@@ -83,16 +83,6 @@ def test_idle_status_connections_cannot_exhaust_descriptors(tmp_path, notebooks)
     summaries = [e for e in events if e["event"].startswith("status listener refusals")]
     assert sum(summary["count"] for summary in summaries) >= STATUS_FLOOD - 16
     assert not [e for e in events if e["event"].startswith("accept() failed")]
-
-
-def _status_port(server: flood.Server) -> int:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for line in server.log_lines():
-            if '"status listener"' in line:
-                return int(json.loads(line)["url"].rstrip("/").rsplit(":", 1)[1])
-        time.sleep(0.05)
-    raise AssertionError("no status listener in the log")
 
 
 def _open_files(pid: int) -> int:

@@ -208,8 +208,8 @@ async def test_prune_deletes_old_finished_orders_and_caps_refusals_per_peer(
     assert "days must be 0 or more" in capsys.readouterr().err
 
 
-async def test_prune_of_every_finished_order_wants_a_yes(make_config, tmp_path, capsys):
-    config = make_config()
+async def _one_done_order(config: Any, tmp_path: Path) -> tuple[int, Path]:
+    """A journal holding one done order, and a config file naming its state dir."""
     journal = Journal(config.journal_path())
     try:
         done = (await journal.accept(order(1), Arrival("127.0.0.1", "a@b"))).job_id
@@ -218,6 +218,12 @@ async def test_prune_of_every_finished_order_wants_a_yes(make_config, tmp_path, 
         journal.close()
     path = tmp_path / "wodmail.yml"
     path.write_text(yaml.safe_dump({"state_dir": str(config.state_dir)}))
+    return done, path
+
+
+async def test_prune_of_every_finished_order_wants_a_yes(make_config, tmp_path, capsys):
+    config = make_config()
+    done, path = await _one_done_order(config, tmp_path)
     # No terminal (pytest's stdin is not one) and no --yes: it says what it would delete,
     # deletes nothing and says how to go on.
     assert cli.main(["prune", "--older-than", "0", "--config", str(path)]) == 1
@@ -231,14 +237,7 @@ async def test_prune_of_every_finished_order_wants_a_yes(make_config, tmp_path, 
 
 async def test_prune_asks_on_a_terminal(make_config, tmp_path):
     config = make_config()
-    journal = Journal(config.journal_path())
-    try:
-        done = (await journal.accept(order(1), Arrival("127.0.0.1", "a@b"))).job_id
-        await journal.finish(done, JobState.DONE, result={})
-    finally:
-        journal.close()
-    path = tmp_path / "wodmail.yml"
-    path.write_text(yaml.safe_dump({"state_dir": str(config.state_dir)}))
+    done, path = await _one_done_order(config, tmp_path)
     # A real terminal (a pty) on stdin: the admin is asked and answers.
     for answer, left in ((b"n\n", 1), (b"y\n", 0)):
         out, err = await asyncio.to_thread(_prune_on_a_terminal, path, answer)

@@ -249,9 +249,8 @@ class StatusServer:
 
     def _render(self, hours: float) -> str:
         now = time.time()
-        peers = {name: (result.ok, _clock_text(result.at), result.detail)
-                 for name, result in metrics.LAST_PEER_RESULTS.items()}
-        return render_page(self._recent(hours, now), hours=hours, now=now, peers=peers)
+        return render_page(self._recent(hours, now), hours=hours, now=now,
+                           peers=metrics.LAST_PEER_RESULTS)
 
     def _recent(self, hours: float, now: float) -> list[Job]:
         since = now - hours * 3600
@@ -261,7 +260,3 @@ class StatusServer:
 
 def _error(status: int, message: str, headers: Headers = ()) -> Response:
     return Response.of_json(status, {"error": message}, headers)
-
-
-def _clock_text(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(at))

@@ -7,6 +7,7 @@ No script and no external asset: a meta refresh reloads it every few seconds. It
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import jinja2
 
 from wodmail.journal.jobs import Job, JobState
+from wodmail.metrics import PeerResult
 from wodmail.status.public import public_job
 
 REFRESH_SECONDS = 5
@@ -37,9 +39,9 @@ def render_page(
     *,
     hours: float,
     now: float,
-    peers: dict[str, tuple[bool, str, str]] | None = None,
+    peers: Mapping[str, PeerResult] | None = None,
 ) -> str:
-    """The page; `peers`: each peer's last call, as /healthz reports it (ok, when, detail)."""
+    """The page; `peers`: each peer's last call, as /healthz reports it."""
     orders = [job for job in jobs if job.state is not JobState.REJECTED]
     refused = [job for job in jobs if job.state is JobState.REJECTED][:_REFUSED_ROWS]
     by_student: dict[str, list[dict[str, Any]]] = {}
@@ -53,7 +55,8 @@ def render_page(
         counts=[(state.value, counts[state.value]) for state in JobState if counts[state.value]],
         students=list(by_student.items()),
         refused=[_row(job) for job in refused],
-        peers=sorted((peers or {}).items()),
+        peers=[(name, (result.ok, _clock(result.at), result.detail))
+               for name, result in sorted((peers or {}).items())],
     )
 
 

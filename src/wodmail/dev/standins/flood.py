@@ -42,6 +42,16 @@ class Server:
     def log_lines(self) -> list[str]:
         return self.log.read_text(encoding="utf-8", errors="replace").splitlines()
 
+    def status_port(self) -> int:
+        """The status listener's port, as its start line in the log says."""
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            for line in self.log_lines():
+                if '"status listener"' in line:
+                    return int(json.loads(line)["url"].rstrip("/").rsplit(":", 1)[1])
+            time.sleep(0.05)
+        raise RuntimeError("no status listener in the log")
+
 
 def _limit_files(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
