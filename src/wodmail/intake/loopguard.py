@@ -5,12 +5,17 @@ retrieved) through the loop's exception handler, whose default prints multi-line
 through stdlib logging: not JSON, and for `accept()` failing with EMFILE one per attempt.
 asyncio already backs off (it stops accepting for a second after such a failure); this
 handler makes the report one JSON summary line per burst instead of a traceback per try.
+
+Python itself reports exceptions it cannot raise anywhere (in a `__del__`, e.g. a transport
+finalised while the process is out of file descriptors) by printing them to stderr; while
+the loop runs they become JSON log lines too (`sys.unraisablehook`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import sys
 from typing import Any
 
 import structlog
@@ -33,6 +38,8 @@ class LoopErrors:
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.set_exception_handler(self.handle)
+        sys.unraisablehook = _unraisable
+
 
     def handle(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
@@ -50,3 +57,14 @@ class LoopErrors:
             error=None if error is None else f"{type(error).__name__}: {error}",
             exc_info=error if isinstance(error, BaseException) else None,
         )
+
+
+def _unraisable(unraisable: Any) -> None:
+    error = unraisable.exc_value
+    if isinstance(error, OSError) and error.errno in _RESOURCE_ERRNOS:
+        log.warning("error ignored while out of resources", where=repr(unraisable.object),
+                    error=f"{type(error).__name__}: {error}")
+        return
+    log.error("error ignored (Python could not raise it)", where=repr(unraisable.object),
+              message=unraisable.err_msg,
+              error=None if error is None else f"{type(error).__name__}: {error}")
