@@ -328,6 +328,9 @@ def _hook_lines(hooks: list[dict[str, Any]]) -> list[str]:
     """Each hook that ran, who it ran as, and its output, line by line."""
     lines = ["  hooks:"] if hooks else []
     for hook in hooks:
+        if hook.get("skipped"):
+            lines.append(f"    - {hook.get('name')}: {hook['skipped']}")
+            continue
         user = f" as {hook['user']}" if hook.get("user") else ""
         status = "ok" if hook.get("ok") else "failed"
         timing = f" {hook['ms']} ms" if "ms" in hook else ""

@@ -190,6 +190,22 @@ class Handlers(_Section):
     private: Path | None = None
 
 
+class HookSettings(_Section):
+    use_scripts: list[str] = Field(
+        default_factory=list,
+        description="workshops (WKSHP-X) whose stock public scripts run instead of the "
+        "public handler module: the way back to the scripts, per workshop",
+    )
+
+    @field_validator("use_scripts")
+    @classmethod
+    def _workshop_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"(WKSHP|CHLG)-[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"{name!r} is not a workshop name (WKSHP-X)")
+        return [re.sub(r"^CHLG-", "WKSHP-", name) for name in names]
+
+
 class Dispatch(_Section):
     concurrency: int = Field(8, ge=1, le=1024)
     retry_deadline_seconds: float = Field(300.0, ge=0)
@@ -407,6 +423,7 @@ class Config(_Section):
     accounts: Accounts = Field(default_factory=Accounts)
     scripts: Scripts = Field(default_factory=Scripts)
     handlers: Handlers = Field(default_factory=Handlers)
+    hooks: HookSettings = Field(default_factory=HookSettings)
     dispatch: Dispatch = Field(default_factory=Dispatch)
     relay: Relay = Field(default_factory=Relay)
     vars: dict[str, Any] = Field(default_factory=dict)

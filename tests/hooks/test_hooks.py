@@ -160,8 +160,10 @@ def test_a_missing_private_handler_folder_is_a_configuration_error(tmp_path: Pat
 # --- order and results -------------------------------------------------------------------
 
 
-async def test_public_module_script_then_private_module_script(tmp_path: Path) -> None:
-    write_module(tmp_path / "pub-mod", "test101", logging_module("public-module"))
+def four_hooks(tmp_path: Path, *, public_phases: str = "create") -> tuple[Path, Path]:
+    """A public and a private module and script for WS; returns the two scripts."""
+    write_module(tmp_path / "pub-mod", "test101", logging_module("public-module",
+                                                                 phases=public_phases))
     write_module(tmp_path / "priv-mod", "test101", logging_module("private-module"))
     public_script = write_script(
         tmp_path / "pub-sh", f"create-{WS}.sh", logging_script("public-script")
@@ -169,29 +171,66 @@ async def test_public_module_script_then_private_module_script(tmp_path: Path) -
     private_script = write_script(
         tmp_path / "priv-sh", f"create-{WS}.sh", logging_script("private-script")
     )
-    hooks = Hooks.load(
+    return public_script, private_script
+
+
+def load_four(tmp_path: Path, use_scripts: tuple[str, ...] = ()) -> Hooks:
+    return Hooks.load(
         public_handlers=tmp_path / "pub-mod",
         private_handlers=tmp_path / "priv-mod",
         public_scripts=tmp_path / "pub-sh",
         private_scripts=tmp_path / "priv-sh",
+        use_scripts=use_scripts,
     )
+
+
+async def test_the_public_module_replaces_the_stock_script_of_its_phase(tmp_path: Path) -> None:
+    public_script, private_script = four_hooks(tmp_path)
     ctx = make_ctx(tmp_path)
 
-    runs = await hooks.run("create", ctx)
+    runs = await load_four(tmp_path).run("create", ctx)
 
-    assert order_log(ctx) == [
-        "public-module:create",
-        "public-script",
-        "private-module:create",
-        "private-script",
-    ]
-    assert [run.name for run in runs] == [
-        f"module {tmp_path / 'pub-mod' / 'test101.py'}:create",
-        f"script {public_script}",
-        f"module {tmp_path / 'priv-mod' / 'test101.py'}:create",
-        f"script {private_script}",
+    assert order_log(ctx) == ["public-module:create", "private-module:create", "private-script"]
+    assert [(run.name, run.skipped) for run in runs] == [
+        (f"module {tmp_path / 'pub-mod' / 'test101.py'}:create", ""),
+        (f"script {public_script}",
+         f"not run: module {tmp_path / 'pub-mod' / 'test101.py'} does create "
+         f"(hooks.use_scripts: [{WS}] runs this script instead)"),
+        (f"module {tmp_path / 'priv-mod' / 'test101.py'}:create", ""),
+        (f"script {private_script}", ""),
     ]
     assert all(run.ok for run in runs)
+
+
+async def test_use_scripts_brings_the_stock_script_back_instead_of_the_module(
+    tmp_path: Path,
+) -> None:
+    public_script, _ = four_hooks(tmp_path)
+    ctx = make_ctx(tmp_path)
+
+    runs = await load_four(tmp_path, use_scripts=(WS,)).run("create", ctx)
+
+    assert order_log(ctx) == ["public-script", "private-module:create", "private-script"]
+    assert runs[0].skipped == f"not run: hooks.use_scripts names {WS}"
+    assert runs[1].name == f"script {public_script}" and not runs[1].skipped
+
+
+async def test_a_phase_the_public_module_lacks_still_runs_the_stock_script(
+    tmp_path: Path,
+) -> None:
+    four_hooks(tmp_path, public_phases="reset")
+    ctx = make_ctx(tmp_path)
+
+    await load_four(tmp_path).run("create", ctx)
+
+    assert order_log(ctx) == ["public-script", "private-module:create", "private-script"]
+
+
+def test_use_scripts_in_the_config_reaches_the_hook_set(tmp_path: Path) -> None:
+    config = parse_config({"hooks": {"use_scripts": ["WKSHP-Ansible101", "CHLG-Docker101"]}})
+    assert config.hooks.use_scripts == ["WKSHP-Ansible101", "WKSHP-Docker101"]
+    with pytest.raises(ConfigurationError, match="'Ansible101' is not a workshop name"):
+        parse_config({"hooks": {"use_scripts": ["Ansible101"]}})
 
 
 async def test_post_copy_runs_the_post_copy_script(tmp_path: Path) -> None:

@@ -25,7 +25,12 @@ folder WS, one phase runs, in this order, whichever of these exist:
 4. the private script.
 
 Public before private, as the procmail API did; within a side the module runs before the
-script. The first failure stops the phase (the procmail API ran under `set -e`).
+script. The first failure stops the phase (the procmail API ran under `set -e`). Where the
+public module defines a phase, the public script of that phase does not run: the module
+replaces it, and the order's hook list says so. The configuration key
+`hooks.use_scripts: [WKSHP-X, ...]` reverses that per workshop: the public module of those
+workshops does not run, and their stock public scripts do (the way back). Private modules
+and scripts always run.
 
 Handler modules declare `WORKSHOPS = ("WKSHP-Docker101", ...)` (content folder names: a
 challenge `CHLG-x` uses the module of `WKSHP-x`), optionally `PROVIDES = ("HTTPPORT", ...)`

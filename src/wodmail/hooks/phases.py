@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +46,8 @@ class HookRun(BaseModel):
     output: str = ""
     user: str = ""
     """Who a script ran as (empty for handler modules)."""
+    skipped: str = ""
+    """Why this hook did not run (a stock script a module replaces, or the reverse)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class _Step:
     name: str
     function: HookFunction | None = None
     script: Path | None = None
+    skipped: str = ""
 
 
 class Hooks:
@@ -67,10 +70,12 @@ class Hooks:
         private_scripts: Path | None,
         timeout: float,
         shell: ScriptShell | None = None,
+        use_scripts: Iterable[str] = (),
     ) -> None:
         self._sides = ((public, public_scripts), (private, private_scripts))
         self._timeout = timeout
         self.shell = shell or ScriptShell()
+        self._use_scripts = frozenset(use_scripts)
 
     @classmethod
     def load(
@@ -82,6 +87,7 @@ class Hooks:
         private_scripts: Path | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         shell: ScriptShell | None = None,
+        use_scripts: Iterable[str] = (),
     ) -> Hooks:
         """Import the handler modules; ConfigurationError names the first bad one.
 
@@ -98,6 +104,7 @@ class Hooks:
             private_scripts=private_scripts,
             timeout=timeout,
             shell=shell,
+            use_scripts=use_scripts,
         )
 
     @classmethod
@@ -123,27 +130,29 @@ class Hooks:
             private_scripts=config.scripts.private,
             timeout=config.scripts.timeout_seconds,
             shell=shell,
+            use_scripts=config.hooks.use_scripts,
         )
 
     def provided(self, content: str) -> dict[str, str]:
         """The per-student variables the CREATE hooks of `content` set, and which hook: the
         names handler modules declare (`PROVIDES`) and those their scripts visibly store."""
         found: dict[str, str] = {}
-        for handlers, scripts in self._sides:
+        for public, (handlers, scripts) in zip((True, False), self._sides, strict=True):
             handler = handlers.get(content)
-            if handler is not None:
+            if handler is not None and not self._module_replaced(public, content):
                 for name in handler.provides:
                     found.setdefault(name, f"module {handler.origin}")
             for phase in ("create", "post_copy"):
                 script = executable_script(scripts, phase, content)
-                if script is not None:
+                if script is not None and not self._script_replaced(public, handler, phase,
+                                                                    content):
                     for name in scripted_variables(script):
                         found.setdefault(name, f"script {script}")
         return found
 
     def has(self, phase: str, content: str) -> bool:
-        """Whether any module function or executable script exists for `phase` of `content`."""
-        return bool(self._steps(phase, content))
+        """Whether any module function or executable script runs for `phase` of `content`."""
+        return any(not step.skipped for step in self._steps(phase, content))
 
     def preflight(self, phases: Sequence[str], content: str) -> list[str]:
         """Before an order changes anything: each script that will run can be started.
@@ -155,7 +164,7 @@ class Hooks:
         warnings = []
         for phase in phases:
             for step in self._steps(phase, content):
-                if step.script is not None:
+                if step.script is not None and not step.skipped:
                     check_startable(step.script)
                     self.shell.check_reachable(step.script)
                     self.shell.check_sourced()
@@ -173,6 +182,9 @@ class Hooks:
         """
         runs: list[HookRun] = []
         for step in self._steps(phase, ctx.content):
+            if step.skipped:
+                runs.append(HookRun(name=step.name, ms=0, ok=True, skipped=step.skipped))
+                continue
             started = time.monotonic()
             try:
                 output = await self._run_step(step, ctx)
@@ -191,15 +203,35 @@ class Hooks:
         if phase not in PHASES:
             raise ValueError(f"unknown hook phase {phase!r}; expected one of {PHASES}")
         steps: list[_Step] = []
-        for handlers, scripts in self._sides:
+        for public, (handlers, scripts) in zip((True, False), self._sides, strict=True):
             handler = handlers.get(content)
             function = handler.function(phase) if handler else None
             if handler and function:
-                steps.append(_Step(f"module {handler.origin}:{phase}", function=function))
+                name = f"module {handler.origin}:{phase}"
+                skipped = ""
+                if self._module_replaced(public, content):
+                    skipped = f"not run: hooks.use_scripts names {content}"
+                steps.append(_Step(name, function=function, skipped=skipped))
             script = executable_script(scripts, phase, content)
             if script:
-                steps.append(_Step(f"script {script}", script=script))
+                skipped = ""
+                if handler and self._script_replaced(public, handler, phase, content):
+                    skipped = (f"not run: module {handler.origin} does {phase} "
+                               f"(hooks.use_scripts: [{content}] runs this script instead)")
+                steps.append(_Step(f"script {script}", script=script, skipped=skipped))
         return steps
+
+    def _module_replaced(self, public: bool, content: str) -> bool:
+        """Public modules give way to the stock scripts of the workshops in use_scripts."""
+        return public and content in self._use_scripts
+
+    def _script_replaced(
+        self, public: bool, handler: Handler | None, phase: str, content: str
+    ) -> bool:
+        """A public stock script does not run where the public module covers its phase."""
+        if not public or handler is None or content in self._use_scripts:
+            return False
+        return handler.function(phase) is not None
 
     async def _run_step(self, step: _Step, ctx: HookContext) -> str:
         if step.function is not None:
