@@ -1,38 +1,56 @@
-"""Handler for WKSHP-Docker101: the student's ports and ssh access to the Docker appliance.
+"""Handler for WKSHP-Docker101: the student's Docker lab container on the appliance and ssh
+access to it, as wod-backend's `create-/reset-WKSHP-Docker101.sh` made and removed them.
 
-Mirrors the local part of the public WoD backend's create script
-(wod-backend `scripts/create-WKSHP-Docker101.sh.j2`), which for student N:
+CREATE, for student N, with APPMIN the first student of the workshop's range (`range[0]`),
+`sshport = SSHPORT-WKSHP-Docker101 + N - APPMIN`, `httpport = HTTPPORT-WKSHP-Docker101 + N -
+APPMIN` (both base ports are group_vars):
 
-- took APPMIN, the first student of the workshop's range (`range[0]` of its API-DB record),
-  and computed `sshport = SSHPORT-WKSHP-Docker101 + N - APPMIN` and
-  `httpport = HTTPPORT-WKSHP-Docker101 + N - APPMIN` (both base ports are group_vars);
-- wrote `Host $WODRTARGET` / `Port $sshport` as the student's `~/.ssh/config`;
-- stored httpport as the per-student variable HTTPPORT (ansible-vaulted into
-  `pass/variables_<W>_<N>.yml`) for the notebooks to use;
-- then built and started the student's `dockerlab<N>` container on the appliance over
-  ssh (docker compose publishing httpport and sshport -> 22).
+- the previous container removed, the appliance account set up (`create-appliance.sh`);
+- the project `dockerlabN` in /tmp/dockerlab.N on the appliance: an image FROM
+  `dockerlab:latest` with the account studentN (groups docker and sudo without password,
+  the student's backend key authorized), started with compose publishing httpport and
+  sshport -> 22; then the student's password set in the container (`chpasswd`, stdin);
+- HTTPPORT as a per-student variable for the notebooks;
+- `Host <appliance>` / `Port sshport` in the student's `~/.ssh/config` on the backend, in a
+  block between marker comments (also naming the user, the key and `StrictHostKeyChecking
+  accept-new`), replaced on each run while other entries stay. The block goes first, as
+  ssh takes the first value it finds for each option, and ends with `Host *` so options
+  that followed at the top of the file still apply to every host.
 
-This module does the first three: HTTPPORT goes to `ctx.student_vars`, and the ssh entry
-(also naming the user, the key the CREATE made and `StrictHostKeyChecking accept-new`)
-goes into a block of `~/.ssh/config` between marker comments, replaced on each run while
-other entries stay. The block goes first, as ssh takes the first value it finds for each
-option, and ends with `Host *` so options that followed at the top of the file still
-apply to every host. Building the container needs the appliance and its image: an
-installation keeps its `create-WKSHP-Docker101.sh` for that, which runs after this module.
+RESET: `reset-appliance.sh`, then the container, its image and project removed (found
+through `compose ps`, so compose v2's names are found too, which the script's v1 names
+missed).
+
+Unlike the script: no fixed password hash for every container account (the student's own
+password, set once the container runs); the image's ssh host keys are made when the
+container starts (`ssh-keygen -A`), none is baked into the image; the container's sshd
+listens on sshport itself with `appliances.container_network: host`.
+
+The appliance provides: users studentN in its docker group, docker with compose v2 or v1,
+the image `dockerlab:latest` (the installation's `setup-WKSHP-Docker101.sh` builds it) with
+`useradd`, `sudo`, `sshd` and `ssh-keygen`, and (optional) `dockerd-entrypoint.sh` for
+Docker-in-Docker.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import stat
-from pathlib import Path
 
 from wodmail.errors import AccountError, ConfigurationError
-from wodmail.hooks import HookContext
+from wodmail.hooks import (
+    ComposeProject,
+    HookContext,
+    read_home_file,
+    read_public_key,
+    reset_student_account,
+    setup_student_account,
+    student_port,
+    write_home_file,
+)
 
 WORKSHOPS = ("WKSHP-Docker101",)
 PROVIDES = ("HTTPPORT",)
+NAME = "dockerlab"
 
 HTTP_PORT_KEY = "HTTPPORT-WKSHP-Docker101"
 SSH_PORT_KEY = "SSHPORT-WKSHP-Docker101"
@@ -42,52 +60,76 @@ _OLD_BLOCK = re.compile(rf"^{re.escape(BEGIN)}\n.*?^{re.escape(END)}\n\n?", re.M
 
 
 async def create(ctx: HookContext) -> None:
-    student, home = _student(ctx)
+    http_port, ssh_port = ports(ctx)
+    project = ComposeProject(ctx, NAME)
+    await project.down(images=(project.project,))
+    await setup_student_account(ctx)
+    await project.write(_files(ctx, http_port, ssh_port), executable=("entrypoint.sh",))
+    await project.up(build=True)
+    await project.wait_port(ssh_port)
+    if ctx.password:
+        await project.set_password(project.project, ctx.password)
+    configure_backend(ctx, http_port, ssh_port)
+
+
+async def reset(ctx: HookContext) -> None:
+    project = ComposeProject(ctx, NAME)
+    await reset_student_account(ctx)
+    await project.down(images=(project.project,))
+
+
+def ports(ctx: HookContext) -> tuple[int, int]:
+    """(httpport, sshport) of the student; ConfigurationError before anything is touched."""
     if not ctx.target:
         raise ConfigurationError(
             f"{ctx.workshop} needs an appliance, but its workshop record has neither "
             f"monoappliance nor multiappliance set"
         )
-    offset = _offset(ctx, student)
-    http_port = _port(ctx, HTTP_PORT_KEY, offset, student)
-    ssh_port = _port(ctx, SSH_PORT_KEY, offset, student)
+    return student_port(ctx, HTTP_PORT_KEY), student_port(ctx, SSH_PORT_KEY)
+
+
+def configure_backend(ctx: HookContext, http_port: int, ssh_port: int) -> None:
+    """HTTPPORT for the notebooks, and the ssh entry of the container in ~/.ssh/config."""
+    if ctx.student is None or ctx.home is None or not ctx.target:
+        raise AccountError(f"{ctx.workshop} create needs one student, its home and a target")
     ctx.student_vars["HTTPPORT"] = http_port
-    write_ssh_entry(home, _ssh_block(ctx.target, f"student{student}", ssh_port))
+    write_ssh_entry(ctx, _ssh_block(ctx.target, f"student{ctx.student}", ssh_port))
     ctx.log.info("docker101 ports", http_port=http_port, ssh_port=ssh_port, target=ctx.target)
 
 
-def _student(ctx: HookContext) -> tuple[int, Path]:
-    if ctx.student is None or ctx.home is None:
-        raise AccountError(f"{ctx.workshop} create needs one student and its home")
-    return ctx.student, ctx.home
-
-
-def _offset(ctx: HookContext, student: int) -> int:
-    first = ctx.range_min
-    if first is None:
-        raise ConfigurationError(
-            f"{ctx.workshop} has no student range in its workshop record: its ports are "
-            f"allocated from the range's first student"
-        )
-    if student < first:
-        raise ConfigurationError(
-            f"student{student} is below the range of {ctx.workshop} (first student {first})"
-        )
-    return student - first
-
-
-def _port(ctx: HookContext, key: str, offset: int, student: int) -> int:
-    value = ctx.variable(key)
-    try:
-        base = int(str(value).strip())
-    except ValueError:
-        raise ConfigurationError(f"{key} = {value!r} is not a port number") from None
-    port = base + offset
-    if not 0 < port <= 65535:
-        raise ConfigurationError(
-            f"{key} = {base}: student{student} would get port {port}, outside 1-65535"
-        )
-    return port
+def _files(ctx: HookContext, http_port: int, ssh_port: int) -> dict[str, str]:
+    assert ctx.home is not None
+    n, home = ctx.student, str(ctx.home)
+    service = f"{NAME}{n}"
+    dockerfile = (
+        f"FROM {NAME}:latest\n"
+        f"RUN mkdir -p {home}\n"
+        f"RUN useradd student{n} -G docker -d {home}\n"
+        f'RUN echo "student{n}   ALL=(ALL)       NOPASSWD: ALL" >> /etc/sudoers\n'
+        f"WORKDIR {home}\n"
+        "RUN mkdir -m 700 .ssh\n"
+        "COPY authorized_keys .ssh/authorized_keys\n"
+        f"RUN chmod 600 .ssh/authorized_keys && chown -R student{n}:docker {home}\n"
+        "RUN rm -f /etc/ssh/ssh_host_*\n"
+        "COPY entrypoint.sh /usr/local/bin/wodmail-entrypoint.sh\n"
+        'ENTRYPOINT ["/usr/local/bin/wodmail-entrypoint.sh"]\n'
+    )
+    entrypoint = (
+        "#!/bin/sh\n"
+        "ssh-keygen -A\n"
+        'mkdir -p /run/sshd && /usr/sbin/sshd -p "${SSHD_PORT:-22}"\n'
+        "[ -x /usr/sbin/vsftpd ] && /usr/sbin/vsftpd /etc/vsftpd/vsftpd.conf &\n"
+        "[ -x /usr/local/bin/dockerd-entrypoint.sh ] && exec /usr/local/bin/dockerd-entrypoint.sh\n"
+        "exec sleep infinity\n"
+    )
+    compose = (f"version: '3.5'\nservices:\n  {service}:\n    image: {service}\n"
+               "    build: .\n    privileged: true\n")
+    if ctx.container_network == "host":
+        compose += f"    network_mode: host\n    environment:\n      - SSHD_PORT={ssh_port}\n"
+    else:
+        compose += f'    ports:\n      - "{http_port}:{http_port}"\n      - "{ssh_port}:22"\n'
+    return {"Dockerfile": dockerfile, "entrypoint.sh": entrypoint,
+            "docker-compose.yml": compose, "authorized_keys": read_public_key(ctx)}
 
 
 def _ssh_block(host: str, user: str, port: int) -> str:
@@ -104,40 +146,8 @@ def _ssh_block(host: str, user: str, port: int) -> str:
     )
 
 
-def write_ssh_entry(home: Path, block: str) -> Path:
-    """Put `block` first in HOME/.ssh/config, replacing this module's previous block.
-
-    The file and `.ssh` belong to the owner of HOME (ssh refuses a config others can
-    write). Symlinks are refused: HOME belongs to the student.
-    """
-    ssh_dir = home / ".ssh"
-    if ssh_dir.is_symlink():
-        raise AccountError(f"{ssh_dir} is a symlink: refusing to write through it")
-    owner = home.stat()
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(ssh_dir, 0o700)
-    os.chown(ssh_dir, owner.st_uid, owner.st_gid)
-    config = ssh_dir / "config"
-    others = _OLD_BLOCK.sub("", _read_regular(config))
-    text = block + ("\n" + others if others.strip() else "")
-    staged = ssh_dir / ".config.wodmail"
-    staged.unlink(missing_ok=True)
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.chown(staged, owner.st_uid, owner.st_gid)
-    os.replace(staged, config)
-    return config
-
-
-def _read_regular(path: Path) -> str:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return ""
-    except OSError as exc:
-        raise AccountError(f"{path} cannot be read safely (a symlink?): {exc}") from exc
-    with os.fdopen(fd, encoding="utf-8", errors="replace") as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise AccountError(f"{path} is not a regular file: refusing to rewrite it")
-        return stream.read()
+def write_ssh_entry(ctx: HookContext, block: str) -> None:
+    """Put `block` first in HOME/.ssh/config, replacing this module's previous block; the
+    file belongs to the home's owner (ssh refuses a config others can write)."""
+    others = _OLD_BLOCK.sub("", read_home_file(ctx, ".ssh/config"))
+    write_home_file(ctx, ".ssh/config", block + ("\n" + others if others.strip() else ""))

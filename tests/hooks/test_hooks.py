@@ -528,15 +528,14 @@ def docker_ctx(tmp_path: Path, student: int, **overrides: Any) -> HookContext:
 @pytest.mark.parametrize(
     ("student", "http", "ssh"), [(3, 14151, 14101), (4, 14152, 14102), (22, 14170, 14120)]
 )
-async def test_docker101_allocates_ports_from_the_range_through_the_hook_set(
-    tmp_path: Path, student: int, http: int, ssh: int
+async def test_docker101_allocates_ports_from_the_range(
+    tmp_path: Path, docker101: ModuleType, student: int, http: int, ssh: int
 ) -> None:
-    hooks = Hooks.from_config(parse_config({}, "test"))  # the installed public handlers
+    """The backend half of its CREATE (the appliance half: tests/appliances)."""
     ctx = docker_ctx(tmp_path, student)
 
-    runs = await hooks.run("create", ctx)
+    docker101.configure_backend(ctx, *docker101.ports(ctx))
 
-    assert [run.name for run in runs] == ["module wodmail.workshops.docker101:create"]
     assert ctx.student_vars == {"HTTPPORT": http}
     config = (tmp_path / f"student{student}" / ".ssh" / "config").read_text()
     assert config.startswith("# BEGIN wodmail WKSHP-Docker101\n")
@@ -558,8 +557,9 @@ async def test_docker101_rerun_replaces_its_block_and_keeps_foreign_entries(
     foreign = "Host github.com\n    User git\n    IdentityFile ~/.ssh/gh\n"
     (ssh_dir / "config").write_text(foreign)
 
-    await docker101.create(docker_ctx(tmp_path, 5, target="10.1.2.3"))
-    await docker101.create(docker_ctx(tmp_path, 5, target="10.9.9.9"))
+    for target in ("10.1.2.3", "10.9.9.9"):
+        ctx = docker_ctx(tmp_path, 5, target=target)
+        docker101.configure_backend(ctx, *docker101.ports(ctx))
 
     config = (ssh_dir / "config").read_text()
     assert config.count("# BEGIN wodmail WKSHP-Docker101") == 1
@@ -568,9 +568,8 @@ async def test_docker101_rerun_replaces_its_block_and_keeps_foreign_entries(
     assert "10.1.2.3" not in config
     assert config.endswith(foreign)
     assert stat.S_IMODE((ssh_dir / "config").stat().st_mode) == 0o600
-    assert stat.S_IMODE(ssh_dir.stat().st_mode) == 0o700
     # ssh refuses a config its user does not own
-    assert (ssh_dir / "config").stat().st_uid == ssh_dir.stat().st_uid == 54321
+    assert (ssh_dir / "config").stat().st_uid == 54321
 
 
 async def test_docker101_entry_is_what_ssh_itself_resolves(
@@ -582,7 +581,7 @@ async def test_docker101_entry_is_what_ssh_itself_resolves(
     foreign = "ServerAliveInterval 31\n\nHost *\n    Port 2222\n    User nobody\n"
     (ssh_dir / "config").write_text(foreign)
     ctx = docker_ctx(tmp_path, 5, target="10.9.9.9")
-    await docker101.create(ctx)
+    docker101.configure_backend(ctx, *docker101.ports(ctx))
 
     ours = _ssh_settings(await ctx.run("ssh", "-F", ssh_dir / "config", "-G", "10.9.9.9"))
     other = _ssh_settings(await ctx.run("ssh", "-F", ssh_dir / "config", "-G", "elsewhere"))

@@ -71,11 +71,48 @@ script's own output included, even when it failed), in its error, in the logs an
 with `ctx.secret(value)`, which returns the value. A script's whole output is masked once
 it has ended, so the line may come anywhere in it; a handler calls `ctx.secret` before the
 value can show up in an error or a log line.
+Appliance workshops (see the README's "Appliance workshops" for a walk-through):
+`ctx.appliance()` gives the `Appliance` of the student (WODRTARGET) over wodmail's kept ssh
+connection: `run(*argv, input=..., sudo=..., user=...)` returning `Completed`, `write_file`,
+`read_file`, `read_tar`; each call is a timed step in `wodmail show`. Secrets go through
+`input` (stdin), never argv. On top of it, the steps the stock scripts shared:
+`setup_student_account(ctx)` (`create-appliance.sh`: password, home from /etc/skel, the
+student's key; returns the `ApplianceUser`), `reset_student_account(ctx)`
+(`reset-appliance.sh`), `set_htpasswd(ctx, path)`, `ComposeProject(ctx, name)` (the
+student's docker compose project: `write`, `up`, `wait_port`, `exec`, `jupyter_token`,
+`set_password`, `completion`, `down`; compose v2 or v1), `student_port(ctx, key)` (BASE +
+N - range[0]), and on the backend `read_public_key(ctx)`, `read_home_file` and
+`write_home_file` (files in the student's home, never through a link).
+
 Inside wodmail: `phases` runs the hooks of a phase (`Hooks`), `context` holds
 `HookContext`, `scriptenv` who scripts run as; `_loader`, `_scripts` and `_process` are
 private to this package.
 """
 
+from wodmail.appliances import Appliance, Completed
+from wodmail.hooks.accounts import (
+    ApplianceUser,
+    read_public_key,
+    reset_student_account,
+    set_htpasswd,
+    setup_student_account,
+)
+from wodmail.hooks.compose import ComposeProject
 from wodmail.hooks.context import HookContext
+from wodmail.hooks.homefiles import read_home_file, write_home_file
+from wodmail.hooks.ports import student_port
 
-__all__ = ["HookContext"]
+__all__ = [
+    "Appliance",
+    "ApplianceUser",
+    "ComposeProject",
+    "Completed",
+    "HookContext",
+    "read_home_file",
+    "read_public_key",
+    "reset_student_account",
+    "set_htpasswd",
+    "setup_student_account",
+    "student_port",
+    "write_home_file",
+]

@@ -50,6 +50,13 @@ class HookContext:
     """Per-student template variables a hook sets (e.g. HTTPPORT); persisted by the order."""
     resolve: Callable[[str], Any] | None = field(default=None, repr=False)
     """Returns a variable with its templates expanded; KeyError when unset."""
+    container_network: str = "published"
+    """`appliances.container_network`: "published" (containers publish their ports, as in
+    production) or "host" (they share the appliance's network: no bridge there)."""
+    completion: int | None = None
+    """A cleanup hook that measured the completion ratio itself (e.g. from the notebooks in
+    the student's container: `ComposeProject.completion`) sets it; the CLEANUP then reports
+    this figure instead of measuring HOME/WS."""
     exports: Mapping[str, str] = field(default_factory=dict, repr=False)
     """More variables procmail-action.sh exported to scripts (accessToken, WODAPIDBEXTURL)."""
     log: Any = field(default_factory=lambda: structlog.get_logger(__name__), repr=False)

@@ -17,7 +17,6 @@ timeout, a truncated reply), must not send them twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,6 +35,7 @@ from wodmail.errors import (
     WodmailError,
 )
 from wodmail.hooks import HookContext
+from wodmail.host.ratio import completion_ratio
 from wodmail.journal.jobs import Job
 from wodmail.lifecycle.appliance import appliance_target
 from wodmail.lifecycle.backend import Account, Backend
@@ -209,6 +209,8 @@ class OrderRun:
                      "user": backend.hooks.shell.label if exc.hook.startswith("script ") else ""})
                 raise
             self.result.setdefault("hooks", []).extend(runs)
+            if ctx.completion is not None:  # measured by a hook, e.g. in the student's container
+                self.result["completion_by_hook"] = ctx.completion
             return runs
 
         await self.step(step or f"hooks {phase}", run_hooks, once=once)
@@ -364,9 +366,11 @@ class OrderRun:
         folder = account.home / workshop.content
 
         async def measure() -> int:
-            ratio = await asyncio.to_thread(completion_ratio, folder)
-            self.result["completion"] = ratio
-            return ratio
+            measured = self.result.get("completion_by_hook")
+            if measured is None:
+                measured = await asyncio.to_thread(completion_ratio, folder)
+            self.result["completion"] = measured
+            return int(measured)
 
         return int(await self.step("completion", measure, once=True))
 
@@ -588,25 +592,6 @@ VERBS: dict[str, Callable[[OrderRun], Awaitable[None]]] = {
     "RESET": reset,
     "PURGE": purge,
 }
-
-
-def completion_ratio(folder: Path) -> int:
-    """CLEANUP step 3: % of code cells executed among cells with an execution_count."""
-    executed = total = 0
-    if not folder.is_dir():
-        return 0
-    for path in sorted(folder.rglob("*.ipynb")):
-        if ".ipynb_checkpoints" in path.parts:
-            continue
-        try:
-            cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
-        except (OSError, ValueError, AttributeError):
-            continue
-        for cell in cells:
-            if isinstance(cell, dict) and "execution_count" in cell:
-                total += 1
-                executed += cell["execution_count"] is not None
-    return executed * 100 // total if total else 0
 
 
 class LifecycleRunner:
