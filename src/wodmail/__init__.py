@@ -18,6 +18,8 @@ imports `dev/`)::
        host/          host/deploy   hooks/        peers/portal  peers/hub
        accounts       templating/   (handler API, (API-DB)      (JupyterHub)
        ldap, keypool                 scripts)
+                                      │
+                                    appliances/ (ssh, one kept connection per appliance)
 
 Top level, shared by every layer or entry points:
 
@@ -29,8 +31,8 @@ Top level, shared by every layer or entry points:
 
 Layers, lowest first: `templating/` (Ansible-compatible rendering, variables files,
 vault), `installation/` (an existing WoD installation, read as its scripts read it),
-`config`; then the ports `host/`, `peers/`, `hooks/`, `relay/` and the `journal/`;
-`dispatch/`; then `lifecycle/`, `intake/` and `status/` (listener, page, health,
-systemd); `service` and the commands on top. `dev/` (sandbox, demo, stand-ins) is for the
-demo and the tests.
+`config`; then the ports `host/`, `peers/`, `appliances/`, `relay/` and the `journal/`;
+`hooks/` (which hands appliances to workshop hooks) and `dispatch/`; then `lifecycle/`,
+`intake/` and `status/` (listener, page, health, systemd); `service` and the commands on
+top. `dev/` (sandbox, demo, stand-ins) is for the demo and the tests.
 """

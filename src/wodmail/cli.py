@@ -137,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--yes", "-y", action="store_true",
                        help="no question for --older-than 0 (every finished order): for scripts")
 
+    appliance = _command(commands, "appliance", "appliance host keys wodmail pinned")
+    actions = appliance.add_subparsers(dest="action", required=True, metavar="ACTION")
+    forget = actions.add_parser(
+        "forget", help="forget the pinned host key of an appliance (after a reinstall): the "
+        "next connection pins the key it offers then")
+    _common(forget)
+    forget.add_argument("address", help="the appliance's address, as in IP-<WS>")
+
     demo = _command(commands, "demo",
                     "run CREATE and CLEANUP against a sandboxed backend and show everything")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox folder")
@@ -526,6 +534,19 @@ def _cmd_render(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_appliance(config: Config, args: argparse.Namespace) -> int:
+    from wodmail.appliances.hostkeys import HostKeys
+
+    hostkeys = HostKeys(config.state_dir, config.appliances.known_hosts)
+    removed = hostkeys.forget(args.address, config.appliances.port)
+    if not removed:
+        print(f"no host key pinned for {args.address} in {hostkeys.pins}")
+        return EXIT_OK
+    print(f"the host key of {args.address} is forgotten ({removed} line(s) removed from "
+          f"{hostkeys.pins}); the next connection pins the key the appliance offers then")
+    return EXIT_OK
+
+
 def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
     from wodmail.dev.demo import run_demo
 
@@ -547,6 +568,7 @@ COMMANDS = {
     "cancel": _cmd_cancel,
     "prune": _cmd_prune,
     "relay": _cmd_relay,
+    "appliance": _cmd_appliance,
 }
 
 

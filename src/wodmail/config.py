@@ -279,6 +279,25 @@ class Relay(_Section):
         return cleaned
 
 
+class Appliances(_Section):
+    """How wodmail reaches workshop appliances over ssh (see `wodmail.appliances`)."""
+
+    user: str | None = Field(None, description="default: accounts.admin_user (WODUSER)")
+    key: Path | None = Field(
+        None, description="private key; default: the user's ~/.ssh/id_ed25519, else id_rsa"
+    )
+    known_hosts: Path | None = Field(
+        None, description="an OpenSSH known_hosts file used as is (unknown hosts refused); "
+        "default: <state_dir>/appliance_known_hosts, pinned on first use"
+    )
+    port: int = Field(22, ge=1, le=65535)
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    command_timeout_seconds: float = Field(120.0, gt=0)
+    idle_seconds: float = Field(300.0, gt=0)
+    # Below OpenSSH's MaxSessions (10): sshd refuses channels past it.
+    max_channels: int = Field(8, ge=1, le=64)
+
+
 class InstallationSettings(_Section):
     """Where the WoD installation is; present in the file means: read it (see installation)."""
 
@@ -426,6 +445,7 @@ class Config(_Section):
     hooks: HookSettings = Field(default_factory=HookSettings)
     dispatch: Dispatch = Field(default_factory=Dispatch)
     relay: Relay = Field(default_factory=Relay)
+    appliances: Appliances = Field(default_factory=Appliances)
     vars: dict[str, Any] = Field(default_factory=dict)
     group_vars: list[Path] = Field(default_factory=list)
     installation: InstallationSettings | None = None

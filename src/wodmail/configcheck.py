@@ -486,9 +486,61 @@ def _others(checks: _Checks) -> None:
         checks.add("warn", "config", warning)
 
 
+def _appliances(checks: _Checks) -> None:
+    """Each appliance the variables name (IP-WKSHP-*): login, host key, sudo, docker."""
+    addresses = _appliance_addresses(checks)
+    if not addresses:
+        return
+    from wodmail.appliances import AppliancePool
+    from wodmail.appliances.probe import probe
+
+    config = checks.config
+    settings = config.appliances.model_copy(update={"connect_timeout_seconds": min(
+        config.appliances.connect_timeout_seconds, PEER_TIMEOUT_SECONDS)})
+    pool = AppliancePool.from_config(config.model_copy(update={"appliances": settings}),
+                                     record_keys=False)
+
+    async def probe_all() -> list[list[Any]]:
+        try:
+            return list(await asyncio.gather(*(probe(pool, address, key)
+                                               for address, key in addresses.items())))
+        finally:
+            await pool.aclose()
+
+    for findings in asyncio.run(probe_all()):
+        for finding in findings:
+            checks.add(finding.status, finding.what, finding.detail, "appliances.user")
+
+
+def _appliance_addresses(checks: _Checks) -> dict[str, str]:
+    """The base address of every appliance workshop, and the variable giving it; a variable
+    that is no address is a warning (the orders needing it will fail on it)."""
+    import ipaddress
+
+    from wodmail.lifecycle.verbs import resolve
+    from wodmail.templating.renderer import Renderer
+
+    try:
+        variables = load_base_variables(checks.config)
+    except WodmailError:
+        return {}
+    renderer = Renderer(variables)
+    found: dict[str, str] = {}
+    for key in sorted(k for k in variables if str(k).startswith("IP-WKSHP-")):
+        try:
+            value = str(resolve(renderer, key)).strip()
+            ipaddress.IPv4Address(value)
+        except (KeyError, ValueError):
+            checks.add("warn", f"appliance {key}", f"{variables[key]!r} is not an IPv4 address "
+                       "(the stock placeholder x.y.z.t?): its workshop's orders will fail")
+            continue
+        found.setdefault(value, key)
+    return found
+
+
 STEPS: tuple[Callable[[_Checks], None], ...] = (
     _urls, _portal_login, _portal_allowed, _hub_token, _users, _folders, _homes, _tools,
-    _hooks, _port, _status, _status_port, _local_users, _senders, _others,
+    _hooks, _port, _status, _status_port, _local_users, _senders, _appliances, _others,
 )
 
 

@@ -8,12 +8,18 @@ These are also what workshop handler modules may import and raise (`__all__`): r
 `ConfigurationError` for what an admin must fix, `AccountError` for a student's account
 or home, `TransientError` (or `PeerUnavailable`) for what a retry may mend; anything else
 a handler raises fails the order as `HookFailed` naming the module.
+
+Appliances (`ctx.appliance()`) raise the peer errors: `PeerUnavailable` when the appliance
+cannot be reached (retried until the order's deadline), `PeerMisconfigured` when it refuses
+the login, its host key changed or sudo asks for a password (fixed by an admin, never
+retried), `ApplianceCommandFailed` when a command exits non-zero.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AccountError",
+    "ApplianceCommandFailed",
     "ConfigurationError",
     "HookFailed",
     "PeerError",
@@ -57,6 +63,20 @@ class PeerRefused(PeerError):
 
 class PeerMisconfigured(PeerRefused, ConfigurationError):
     """The peer refuses our credentials or scopes (bad password, 403): fix the config."""
+
+
+class ApplianceCommandFailed(PeerRefused):
+    """A command on an appliance exited non-zero: `status` is its exit status (negative: the
+    signal that ended it; None: it was stopped by wodmail, e.g. past its output cap),
+    `output` its stdout then stderr (the last 64 KiB, secrets masked)."""
+
+    def __init__(
+        self, appliance: str, command: str, message: str, *, status: int | None, output: str
+    ) -> None:
+        super().__init__(f"appliance {appliance}", f"{command}: {message}", status=status)
+        self.appliance = appliance
+        self.command = command
+        self.output = output
 
 
 class AccountError(WodmailError):

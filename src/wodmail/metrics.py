@@ -52,6 +52,9 @@ SMTP_REFUSALS = Counter("wodmail_smtp_refusals", "Connections and mails refused,
 STATUS_REFUSALS = Counter("wodmail_status_refusals", "Status listener connections and "
                           "requests refused, by reason (capacity, timeout, request, host, "
                           "token)", ["reason"], registry=REGISTRY)
+APPLIANCE_CONNECTIONS = Counter("wodmail_appliance_connections_opened", "ssh connections "
+                                "opened to appliances (kept and reused: few per appliance)",
+                                registry=REGISTRY)
 
 _NUMBERS = re.compile(r"\d+")
 
@@ -96,6 +99,10 @@ def peer_call(peer: str, method: str, seconds: float, *, status: int | None,
     detail = f"{method} answered {status}" if status is not None else f"{method}: {kind}"
     # A 4xx is the peer answering (e.g. 404 for an unknown record): it is reachable.
     LAST_PEER_RESULTS[peer] = PeerResult(status is not None and status < 500, time.time(), detail)
+
+
+def appliance_connection_opened() -> None:
+    APPLIANCE_CONNECTIONS.inc()
 
 
 def session_opened() -> None:

@@ -43,6 +43,39 @@ error, reported when the hook set is loaded (daemon start, `check`). A handler t
 raises fails the order with `HookFailed` naming the module, except `TransientError`,
 which passes through so the dispatcher can retry.
 
+Appliances. A workshop with `monoappliance` or `multiappliance` has a host of its own;
+`ctx.appliance()` (or `ctx.appliance("10.0.0.5")` for another one) gives an `Appliance`
+on it, over one ssh connection the daemon keeps per appliance and shares between orders.
+It logs in as `appliances.user` (default WODUSER) with its key; the host key is pinned
+(see `wodmail check-config` and `wodmail appliance forget`)::
+
+    async def create(ctx: HookContext) -> None:
+        app = ctx.appliance()
+        user = f"student{ctx.student}"
+        await app.run("chpasswd", sudo=True, input=f"{user}:{ctx.password}\n")
+        await app.write_file(f"/student/{user}/.ssh/authorized_keys", key, mode=0o600,
+                             owner=user, group=user, sudo=True)
+        await app.run("docker", "compose", "up", "-d", user=user)
+
+- `await app.run(*argv, input=None, sudo=False, user=None, timeout=None, check=True)`
+  returns `Completed` (`status`, `stdout`, `stderr`, `ok`). argv is quoted for the remote
+  shell (no shell syntax: run `"sh", "-c", script` for that). `sudo=True` runs it as root
+  (`sudo -n`); `user="student3"` as that user with a login environment, home and groups
+  (`sudo -n -u student3 -i`, as `sudo su - student3` did). Secrets go in `input` (stdin),
+  never in argv, which every user of the appliance can read with `ps`. `timeout` defaults
+  to `appliances.command_timeout_seconds`; past it the command is stopped.
+- `await app.write_file(path, data, mode=0o644, owner=None, group=None, sudo=False)`
+  replaces `path` at once (a temp file in its folder, renamed over it).
+- `await app.read_file(path, sudo=False)` -> bytes; `await app.read_tar(folder,
+  sudo=False, user=None)` -> a tar stream (bytes) of the folder's content.
+
+Each call is shown after its hook in `wodmail show`, as `appliance <address>: <command>`
+with its time and output (the last 64 KiB, secrets masked). Errors: `PeerUnavailable`
+(the appliance cannot be reached or a command timed out: the order is retried until its
+deadline), `PeerMisconfigured` (login refused, host key changed, sudo asks for a password:
+the order fails, an admin must fix it), `ApplianceCommandFailed` (a command exited
+non-zero with `check=True`; `status` and `output` say how).
+
 Legacy scripts run only when present and executable, with the script's folder as working
 directory, stdin from /dev/null, stdout and stderr captured together (the last 64 KiB are
 kept), in their own process group, which is killed when the hook times out. Exiting

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from wodmail.appliances import Appliance, ApplianceCall, AppliancePool
 from wodmail.errors import ConfigurationError
 from wodmail.hooks._process import base_env, hook_workspace, run_checked
 from wodmail.logs import MIN_SECRET_LENGTH, register_secret
@@ -61,6 +62,28 @@ class HookContext:
     """More variables procmail-action.sh exported to scripts (accessToken, WODAPIDBEXTURL)."""
     log: Any = field(default_factory=lambda: structlog.get_logger(__name__), repr=False)
     """A structlog logger bound to the order."""
+    appliances: AppliancePool | None = field(default=None, repr=False)
+    """The daemon's appliance connections (use `appliance()`)."""
+    appliance_calls: list[ApplianceCall] = field(default_factory=list, repr=False)
+    """What `appliance()` calls did, not yet shown among the order's hooks."""
+
+    def appliance(self, address: str | None = None) -> Appliance:
+        """The appliance at `address` (default: `target`, this student's WODRTARGET), over
+        a connection the daemon keeps. ConfigurationError when the workshop has none."""
+        address = address or self.target
+        if not address:
+            raise ConfigurationError(
+                f"workshop {self.content} has no appliance (its record sets neither "
+                f"monoappliance nor multiappliance), and no address was given")
+        if self.appliances is None:
+            raise ConfigurationError("this hook run has no appliance connections")
+        return Appliance(self.appliances, address, record=self.appliance_calls.append,
+                         log=self.log)
+
+    def take_appliance_calls(self) -> list[ApplianceCall]:
+        """The calls made since the last take (the hook runner shows them after the hook)."""
+        calls, self.appliance_calls[:] = list(self.appliance_calls), []
+        return calls
 
     def secret(self, value: str) -> str:
         """Mask `value` from now on, and return it: a token or password the hook fetched or

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from wodmail.errors import ConfigurationError, HookFailed, TransientError
+from wodmail.errors import ApplianceCommandFailed, ConfigurationError, HookFailed, TransientError
 from wodmail.hooks._loader import PUBLIC_HANDLERS, Handler, handler_failure, load_handlers
 from wodmail.hooks._process import Finished, Workspace, base_env, hook_workspace, start_process
 from wodmail.hooks._scripts import (
@@ -197,6 +197,7 @@ class Hooks:
             run = HookRun(name=step.name, ms=_ms(started), ok=True, output=output, user=user)
             ctx.log.info("hook done", hook=run.name, ms=run.ms)
             runs.append(run)
+            runs.extend(appliance_runs(ctx))
         return runs
 
     def _steps(self, phase: str, content: str) -> list[_Step]:
@@ -248,6 +249,8 @@ class Hooks:
         except TransientError:
             raise
         except HookFailed as exc:
+            raise HookFailed(name, str(exc), output=exc.output) from exc
+        except ApplianceCommandFailed as exc:  # what the command said, not a traceback
             raise HookFailed(name, str(exc), output=exc.output) from exc
         except TimeoutError as exc:
             if deadline.expired():
@@ -315,6 +318,13 @@ def check(config: Config, *, public_handlers: str | Path | None = PUBLIC_HANDLER
         for script in ignored_scripts(folder):
             problems.append(f"{script} is not executable: it will be ignored")
     return problems
+
+
+def appliance_runs(ctx: HookContext) -> list[HookRun]:
+    """The appliance calls of a hook (`appliance <address>: <command>`), as hook runs: shown
+    after the hook that made them, in the order they were made."""
+    return [HookRun(name=call.name, ms=call.ms, ok=call.ok, output=call.output)
+            for call in ctx.take_appliance_calls()]
 
 
 def _ms(started: float) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from wodmail.appliances import AppliancePool
 from wodmail.config import Config, load_base_variables
 from wodmail.errors import AccountError, ConfigurationError, TemplateError
 from wodmail.hooks.phases import Hooks
@@ -62,6 +63,7 @@ class Backend:
     portal: PortalClient | None
     hub: HubClient | None
     hooks: Hooks
+    appliances: AppliancePool
     base_vars: dict[str, Any]
     student_vars: StudentVars
     _users: UserDb = field(init=False)
@@ -81,8 +83,9 @@ class Backend:
     @classmethod
     def from_config(cls, config: Config, *, previous: Backend | None = None) -> Backend:
         """The backend of `config`. On a reload, `previous` lends what still fits: its key
-        pool, and its portal and hub clients (with their tokens) when their settings match.
-        Raises `ConfigurationError` before anything is built if hooks or variables are bad."""
+        pool, its portal and hub clients (with their tokens) and its appliance connections
+        when their settings match. Raises `ConfigurationError` before anything is built if
+        hooks or variables are bad."""
         hooks = Hooks.from_config(config)
         base_vars = load_base_variables(config)
         portal = hub = None
@@ -100,12 +103,18 @@ class Backend:
             hub = previous.hub
         elif config.hub.url:
             hub = HubClient(config.hub.url, config.hub.token, timeout=config.hub.timeout_seconds)
+        if previous is not None and (AppliancePool.settings_of(previous.config)
+                                     == AppliancePool.settings_of(config)):
+            appliances = previous.appliances
+        else:
+            appliances = AppliancePool.from_config(config)
         register_secret(config.accounts.ldap.password, permanent=True)
         backend = cls(
             config=config,
             portal=portal,
             hub=hub,
             hooks=hooks,
+            appliances=appliances,
             base_vars=base_vars,
             student_vars=StudentVars(config.state_dir),
         )
@@ -113,14 +122,15 @@ class Backend:
             backend.keys = previous.keys
         return backend
 
-    def clients(self) -> list[PortalClient | HubClient]:
-        return [client for client in (self.portal, self.hub) if client is not None]
+    def clients(self) -> list[PortalClient | HubClient | AppliancePool]:
+        """What holds connections to peers (closed by `aclose`, or lent to a reload)."""
+        kept = [client for client in (self.portal, self.hub) if client is not None]
+        return [*kept, self.appliances]
 
     async def aclose(self) -> None:
         self.keys.stop()
-        for client in (self.portal, self.hub):
-            if client is not None:
-                await client.aclose()
+        for client in self.clients():
+            await client.aclose()
 
     # -- ids ---------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from wodmail.errors import (
     WodmailError,
 )
 from wodmail.hooks import HookContext
+from wodmail.hooks.phases import appliance_runs
 from wodmail.host.ratio import completion_ratio
 from wodmail.journal.jobs import Job
 from wodmail.lifecycle.appliance import appliance_target
@@ -198,17 +199,23 @@ class OrderRun:
             student_vars=student_vars,
             resolve=lambda key: resolve(renderer, key),
             log=log.bind(phase=phase),
+            appliances=backend.appliances,
         )
         async def run_hooks() -> list[dict[str, Any]]:
             ctx.exports = await backend.script_exports()
+            shown = self.result.setdefault("hooks", [])
             try:
                 runs = [run.model_dump() for run in await backend.hooks.run(phase, ctx)]
             except HookFailed as exc:  # keep what the failing hook said, for `wodmail show`
-                self.result.setdefault("hooks", []).append(
+                shown.append(
                     {"name": exc.hook, "ok": False, "output": exc.output,
                      "user": backend.hooks.shell.label if exc.hook.startswith("script ") else ""})
+                shown.extend(run.model_dump() for run in appliance_runs(ctx))
                 raise
-            self.result.setdefault("hooks", []).extend(runs)
+            except TransientError:  # the appliance calls of a try that will be retried
+                shown.extend(run.model_dump() for run in appliance_runs(ctx))
+                raise
+            shown.extend(runs)
             if ctx.completion is not None:  # measured by a hook, e.g. in the student's container
                 self.result["completion_by_hook"] = ctx.completion
             return runs
