@@ -1,5 +1,6 @@
-"""Handler for WKSHP-Tensorflow101: the student's Jupyter container `tensorflowlab` on the appliance, as
-wod-backend's `create-/cleanup-/reset-WKSHP-Tensorflow101.sh` made and removed it (see `_jupyter`).
+"""Handler for WKSHP-Tensorflow101: the student's Jupyter container `tensorflowlab` on the
+appliance, as wod-backend's `create-/cleanup-/reset-WKSHP-Tensorflow101.sh` made and
+removed it (see `_jupyter`).
 
 The appliance provides: the student accounts (in its docker group), docker with compose
 v2 or v1, and the image `tensorflowlab:latest` (built by the installation's

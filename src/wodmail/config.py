@@ -296,6 +296,10 @@ class Appliances(_Section):
     idle_seconds: float = Field(300.0, gt=0)
     # Below OpenSSH's MaxSessions (10): sshd refuses channels past it.
     max_channels: int = Field(8, ge=1, le=64)
+    container_network: Literal["published", "host"] = Field(
+        "published", description="how per-student containers are reached: their ports "
+        "published (production), or the appliance's own network (host: no bridge there)"
+    )
 
 
 class InstallationSettings(_Section):

@@ -630,3 +630,23 @@ async def test_docker101_failure_through_the_hook_set_names_the_module(
     hooks = Hooks.load(public_handlers=REPO / "workshops")
     with pytest.raises(HookFailed, match="ConfigurationError: HTTPPORT-WKSHP-Docker101"):
         await hooks.run("create", docker_ctx(tmp_path, 5, variables={}))
+
+
+async def test_a_handler_folder_is_a_package_whose_helpers_modules_import(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "priv-mod"
+    write_module(folder, "_common", "TAG = 'from-helper'\n")
+    write_module(folder, "test101", (
+        "from ._common import TAG\n"
+        f"WORKSHOPS = ({WS!r},)\n\n"
+        "async def create(ctx):\n"
+        "    (ctx.home / 'order.log').write_text(TAG + '\\n')\n"
+    ))
+    ctx = make_ctx(tmp_path)
+
+    await Hooks.load(private_handlers=folder).run("create", ctx)
+    write_module(folder, "_common", "TAG = 'edited'\n")  # a reload reads the helper again
+    await Hooks.load(private_handlers=folder).run("create", ctx)
+
+    assert order_log(ctx) == ["edited"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import pkgutil
@@ -79,14 +80,28 @@ def _package_modules(package: str) -> Iterator[Handler]:
 def _folder_modules(folder: Path) -> Iterator[Handler]:
     if not folder.is_dir():
         raise ConfigurationError(f"handler folder {folder} does not exist or is not a folder")
-    # One private namespace per folder, so two folders may both hold a docker101.py.
-    tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+    package = _folder_package(folder)
     for file in sorted(folder.glob("*.py")):
         if file.name.startswith("_"):
             continue
-        unique = f"_wodmail_handlers_{tag}_{file.stem}"
+        unique = f"{package}.{file.stem}"
         module = _imported(str(file), lambda file=file, unique=unique: _exec_file(file, unique))
         yield _handler(module, origin=str(file), file=str(file))
+
+
+def _folder_package(folder: Path) -> str:
+    """A fresh private package whose path is `folder`: one per folder, so two folders may
+    both hold a docker101.py, and a module's relative imports (`from ._common import x`)
+    find the folder's helper files. Modules of an earlier load are forgotten (a reload
+    reads the files again)."""
+    tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+    name = f"_wodmail_handlers_{tag}"
+    for loaded in [key for key in sys.modules if key == name or key.startswith(name + ".")]:
+        del sys.modules[loaded]
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [str(folder)]
+    sys.modules[name] = importlib.util.module_from_spec(spec)
+    return name
 
 
 def _exec_file(file: Path, name: str) -> ModuleType:

@@ -15,7 +15,7 @@ import base64
 import re
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from wodmail.appliances import Appliance, Completed
 from wodmail.errors import ConfigurationError, PeerRefused
@@ -25,6 +25,7 @@ from wodmail.host.ratio import tar_completion_ratio
 READY_SECONDS = 120.0
 BUILD_SECONDS = 900.0
 _TOKEN = re.compile(r"[?&]token=([0-9A-Za-z_-]+)")
+_WRITE = 'umask 077; cat > "$1.new" && chmod "$2" "$1.new" && mv -f "$1.new" "$1"'
 _SERVICE_LABEL = '{{.Name}} {{index .Config.Labels "com.docker.compose.service"}}'
 
 
@@ -67,14 +68,13 @@ class ComposeProject:
             mode = "0755" if name in executable else "0600" if name in private else "0644"
             path = f"{self.directory}/{name}"
             await self._as_student(
-                "sh", "-c", 'umask 077; cat > "$1.new" && chmod "$2" "$1.new" && mv -f "$1.new" "$1"',
-                "write", path, mode, input=text,
+                "sh", "-c", _WRITE, "write", path, mode, input=text,
             )
 
-    async def up(self, *, build: bool = True, timeout: float = BUILD_SECONDS) -> None:
+    async def up(self, *, build: bool = True, within: float = BUILD_SECONDS) -> None:
         """`compose up [--build] -d` in the project folder."""
         args = ["up", "--build", "-d"] if build else ["up", "-d"]
-        await self._compose(*args, timeout=timeout)
+        await self._compose(*args, limit=within)
 
     async def containers(self) -> dict[str, str]:
         """{service: container name} of the project's containers, from `compose ps -q`."""
@@ -102,36 +102,36 @@ class ComposeProject:
         return name
 
     async def exec(self, service: str, *argv: str, user: str | None = None,
-                   input: str | None = None, timeout: float | None = None,
+                   input: str | None = None, within: float | None = None,
                    check: bool = True) -> Completed:
         """Run argv in `service`'s container (`docker exec [-i] [-u user]`)."""
         name = await self.container(service)
         options = (["-i"] if input is not None else []) + (["-u", user] if user else [])
         return await self._as_student("docker", "exec", *options, name, *argv, input=input,
-                                       timeout=timeout, check=check)
+                                       limit=within, check=check)
 
-    async def wait_port(self, port: int, *, timeout: float = READY_SECONDS) -> None:
+    async def wait_port(self, port: int, *, within: float = READY_SECONDS) -> None:
         """Until something accepts connections on the appliance's `port`; PeerRefused naming
-        the appliance, the project and the port after `timeout` seconds."""
+        the appliance, the project and the port after `within` seconds."""
         probe = f"exec 3<>/dev/tcp/127.0.0.1/{int(port)}"
         await self._until(
-            lambda: self._ready(probe), timeout,
+            lambda: self._ready(probe), within,
             f"port {port} of project {self.project} never answered",
         )
 
-    async def jupyter_token(self, service: str, *, timeout: float = READY_SECONDS) -> str:
+    async def jupyter_token(self, service: str, *, within: float = READY_SECONDS) -> str:
         """The token of the Jupyter server in `service`'s container, from `jupyter lab list`
         (what the stock entrypoint wrote to a file for the create script to fetch)."""
         found: list[str] = []
 
         async def listed() -> bool:
-            done = await self.exec(service, "jupyter", "lab", "list", check=False, timeout=30)
+            done = await self.exec(service, "jupyter", "lab", "list", check=False, within=30)
             match = _TOKEN.search(done.stdout)
             if match:
                 found.append(match.group(1))
             return bool(match)
 
-        await self._until(listed, timeout,
+        await self._until(listed, within,
                           f"no Jupyter token in {service} of project {self.project}")
         return found[0]
 
@@ -167,27 +167,28 @@ class ComposeProject:
     async def _v2(self) -> bool:
         return await self.compose_command() == ("docker", "compose")
 
-    async def _compose(self, *args: str, timeout: float | None = None,
+    async def _compose(self, *args: str, limit: float | None = None,
                        check: bool = True) -> Completed:
         command = await self.compose_command()
         return await self._as_student(
             "sh", "-c", 'cd "$1" && shift && exec "$@"', "compose", self.directory,
-            *command, "-p", self.project, *args, timeout=timeout, check=check,
+            *command, "-p", self.project, *args, limit=limit, check=check,
         )
 
     async def _ready(self, probe: str) -> bool:
-        return (await self._as_student("bash", "-c", probe, check=False, timeout=10)).status == 0
+        return (await self._as_student("bash", "-c", probe, check=False, limit=10)).status == 0
 
-    async def _until(self, condition, timeout: float, failure: str) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
+    async def _until(self, condition: Callable[[], Awaitable[bool]], within: float,
+                     failure: str) -> None:
+        deadline = time.monotonic() + within
         pause = 0.1
         while not await condition():
             if time.monotonic() >= deadline:
-                raise PeerRefused(f"appliance {self.app.address}: {failure} within {timeout:g} s")
+                raise PeerRefused(f"appliance {self.app.address}: {failure} within {within:g} s")
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
 
     async def _as_student(self, *argv: str, input: str | None = None,
-                          timeout: float | None = None, check: bool = True) -> Completed:
-        return await self.app.run(*argv, user=self.user, input=input, timeout=timeout,
+                          limit: float | None = None, check: bool = True) -> Completed:
+        return await self.app.run(*argv, user=self.user, input=input, timeout=limit,
                                   check=check)

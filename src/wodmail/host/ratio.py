@@ -30,11 +30,10 @@ def completion_ratio(folder: Path) -> int:
 def tar_completion_ratio(data: bytes) -> int:
     """The ratio of the notebooks in the tar stream `data` (0 when there are none)."""
     try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            return _ratio(_members(archive))
     except tarfile.TarError:
         return 0
-    with archive:
-        return _ratio(_members(archive))
 
 
 def _members(archive: tarfile.TarFile) -> Iterable[str | None]:

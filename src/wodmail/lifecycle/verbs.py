@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -200,6 +199,7 @@ class OrderRun:
             resolve=lambda key: resolve(renderer, key),
             log=log.bind(phase=phase),
             appliances=backend.appliances,
+            container_network=backend.config.appliances.container_network,
         )
         async def run_hooks() -> list[dict[str, Any]]:
             ctx.exports = await backend.script_exports()
