@@ -4,9 +4,10 @@ end-to-end test.
 The root file system is built once by debootstrap from Debian's package registry and cached
 as a compressed tarball (~/.cache/wodmail, or $WODMAIL_CACHE); every boot unpacks it afresh
 and runs it with --volatile=overlay. This host's PID 1 is not systemd, so nspawn is started
-in a cgroup of its own (cgroup v2, the unified hierarchy); the container, and everything it
-started, ends by writing 1 to that cgroup's `cgroup.kill`: at teardown, and, if the test
-process is killed, by a reaper that waits on a pipe only the test process holds.
+in a cgroup of its own (cgroup v2, the unified hierarchy: tests/support/reaper.py); the
+container, and everything it started, ends by writing 1 to that cgroup's `cgroup.kill`: at
+teardown, and, if the test process is killed, by a reaper that waits on a pipe only the test
+process holds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+
+from support import reaper
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -27,14 +30,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WODMAIL_CACHE", Path.home() / ".cache" / "wodmail"))
 
 
-def unified_root() -> Path | None:
-    """Where cgroup v2 is mounted (pure v2, or the unified part of a hybrid host)."""
-    for path in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
-        if (path / "cgroup.procs").exists() and (path / "cgroup.subtree_control").exists():
-            return path
-    return None
-
-
 def missing() -> str | None:
     """Why a container cannot be booted here, or None."""
     if os.geteuid() != 0:
@@ -43,35 +38,29 @@ def missing() -> str | None:
         if shutil.which(tool) is None:
             return (f"{tool} is not installed (scripts/system-deps.sh installs debootstrap, "
                     "systemd-container and zstd when run as root)")
-    root = unified_root()
-    if root is None or not (root / "cgroup.kill").exists() and not _kill_file_below(root):
-        return "no cgroup v2 hierarchy with cgroup.kill (kernel >= 5.14) to hold the container"
-    return None
-
-
-def _kill_file_below(root: Path) -> bool:
-    probe = root / f"wodmail-probe-{os.getpid()}"
-    try:
-        probe.mkdir()
-        return (probe / "cgroup.kill").exists()
-    except OSError:
-        return False
-    finally:
-        if probe.exists():
-            probe.rmdir()
+    return reaper.missing()
 
 
 def rootfs_tarball() -> tuple[Path, float]:
     """The cached rootfs tarball, built if absent; and the seconds spent building it (0)."""
-    tarball = cache_dir() / f"nspawn-{SUITE}-{PACKAGES.replace(',', '_')}.tar.zst"
+    return debootstrap_tarball("nspawn", PACKAGES)
+
+
+def debootstrap_tarball(prefix: str, packages: str) -> tuple[Path, float]:
+    """A Debian bookworm minbase root with `packages` (comma-separated), as a zstd tarball in
+    the cache, built by debootstrap if absent; and the seconds spent building it (0)."""
+    tarball = cache_dir() / f"{prefix}-{SUITE}-{packages.replace(',', '_')}.tar.zst"
     if tarball.exists():
         return tarball, 0.0
     started = time.monotonic()
     tarball.parent.mkdir(parents=True, exist_ok=True)
     build = tarball.parent / f"rootfs-build-{os.getpid()}"
     try:
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE,
-                        str(build), MIRROR], check=True, capture_output=True, timeout=900)
+        done = subprocess.run(["debootstrap", "--variant=minbase", f"--include={packages}",
+                               SUITE, str(build), MIRROR], capture_output=True, timeout=1800)
+        if done.returncode != 0:
+            raise AssertionError(f"debootstrap failed ({done.returncode}):\n"
+                                 f"{done.stdout.decode(errors='replace')[-3000:]}")
         partial = tarball.with_suffix(f".partial-{os.getpid()}")
         subprocess.run(["tar", "-C", str(build), "--zstd", "-cf", str(partial), "."],
                        check=True, timeout=600)
@@ -86,25 +75,10 @@ class Container:
 
     def __init__(self, rootfs: Path, name: str) -> None:
         self.rootfs = rootfs
-        root = unified_root()
-        assert root is not None
-        self.cgroup = root / name
-        self.cgroup.mkdir()
+        self._reaped = reaper.ReapedCgroup(name)
+        self.cgroup = self._reaped.path
         self.log_path = rootfs.parent / "boot.log"
-        # The reaper: when the test process dies, however it dies, its end of the pipe
-        # closes, `read` returns and the whole cgroup is killed.
-        read_end, self._reaper_pipe = os.pipe()
-        self._reaper = subprocess.Popen(
-            ["sh", "-c", 'read _ignored; echo 1 > "$1/cgroup.kill"', "wodmail-reaper",
-             str(self.cgroup)],
-            stdin=read_end, start_new_session=True,
-        )
-        os.close(read_end)
-        procs = str(self.cgroup / "cgroup.procs")
-
-        def into_cgroup() -> None:
-            with open(procs, "w") as file:
-                file.write("0")
+        into_cgroup = reaper.ReapedCgroup.joiner(self.cgroup)
 
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -157,41 +131,19 @@ class Container:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def close(self) -> None:
-        try:
-            (self.cgroup / "cgroup.kill").write_text("1")
-        except OSError:
-            pass
+        self._reaped.close()
         try:
             self.proc.wait(timeout=LIMIT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        os.close(self._reaper_pipe)
-        self._reaper.wait(timeout=LIMIT)
-        remove_cgroup(self.cgroup)
-
-
-def remove_cgroup(cgroup: Path) -> None:
-    deadline = time.monotonic() + LIMIT
-    for path in sorted((p for p in cgroup.rglob("*") if p.is_dir()), reverse=True) + [cgroup]:
-        while path.exists():
-            try:
-                path.rmdir()
-            except OSError:
-                # Its processes are still dying after cgroup.kill.
-                assert time.monotonic() < deadline, f"cgroup {path} still busy"
-                time.sleep(0.1)
 
 
 def leftovers(prefix: str) -> None:
     """Containers of an earlier run its reaper could not end (the machine rebooted mid-run
     cannot leave any; a reaper killed with the test can): end them now."""
-    root = unified_root()
+    root = reaper.unified_root()
     if root is None:
         return
     for cgroup in root.glob(f"{prefix}*"):
-        try:
-            (cgroup / "cgroup.kill").write_text("1")
-        except OSError:
-            continue
-        remove_cgroup(cgroup)
+        reaper.kill(cgroup)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import asyncssh
 
 from wodmail.appliances.hostkeys import HostKeys, Judgement
@@ -43,7 +45,9 @@ def connect_failure(
     if isinstance(exc, TimeoutError):
         return PeerUnavailable(peer(address), f"no ssh connection within {timeout:g} s")
     if isinstance(exc, OSError):
-        return PeerUnavailable(peer(address), f"cannot connect: {exc.strerror or exc}")
+        # asyncio's own text ("Connect call failed (addr, port)") says less than errno's.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return PeerUnavailable(peer(address), f"cannot connect: {reason}")
     if isinstance(exc, asyncssh.DisconnectError):
         return PeerUnavailable(peer(address), f"ssh connection failed: {exc.reason}")
     return PeerUnavailable(peer(address), f"ssh connection failed: {type(exc).__name__}: {exc}")
