@@ -111,9 +111,9 @@ class Appliance:
         """Run `argv` on the appliance and return its status and output.
 
         `sudo=True`: as root (`sudo -n`); `user="student3"`: as that user with its login
-        environment, home and groups (`sudo -n -u student3 -i`, as `sudo su - student3`
-        did). `input` is its stdin: the only way to pass a secret. `timeout` (default
-        `appliances.command_timeout_seconds`): past it the command is stopped and
+        environment, home and groups (`sudo -n -H -u student3` running a login `sh -l`, as
+        `sudo su - student3` did). `input` is its stdin: the only way to pass a secret.
+        `timeout` (default `appliances.command_timeout_seconds`): past it the command is stopped and
         `PeerUnavailable` raised. With `check`, a non-zero exit raises
         `ApplianceCommandFailed`.
         """
@@ -291,7 +291,11 @@ def _stop(process: asyncssh.SSHClientProcess[bytes]) -> None:
 
 def _command(argv: Sequence[str], *, sudo: bool, user: str | None) -> str:
     if user is not None:
-        prefix = ["sudo", "-n", "-u", user, "-i", "--"]
+        # Not `sudo -i`: it hands the command to the user's shell with `$` unescaped, so an
+        # argument's `$1` would be expanded there. A login `sh -l` gets the arguments as
+        # they are, in the user's home with their profile (as `sudo su - user -c` did).
+        prefix = ["sudo", "-n", "-H", "-u", user, "--", "/bin/sh", "-lc",
+                  'cd && exec "$0" "$@"']
     elif sudo:
         prefix = ["sudo", "-n", "--"]
     else:
