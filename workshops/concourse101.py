@@ -31,6 +31,7 @@ WORKSHOPS = ("WKSHP-Concourse101",)
 PROVIDES = ("HTTPPORT",)
 NAME = "concourselab"
 CONCOURSE_IMAGE = "concourse/concourse:7.7.1-ubuntu"
+IMAGES = ("postgres", CONCOURSE_IMAGE)
 
 
 async def create(ctx: HookContext) -> None:

@@ -51,6 +51,7 @@ from wodmail.hooks import (
 WORKSHOPS = ("WKSHP-Docker101",)
 PROVIDES = ("HTTPPORT",)
 NAME = "dockerlab"
+IMAGES = (f"{NAME}:latest",)
 
 HTTP_PORT_KEY = "HTTPPORT-WKSHP-Docker101"
 SSH_PORT_KEY = "SSHPORT-WKSHP-Docker101"

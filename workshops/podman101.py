@@ -16,8 +16,10 @@ from . import _podman
 
 WORKSHOPS = ("WKSHP-Podman101",)
 PROVIDES = ("HTTPPORT",)
-IMAGES = ("hello-world", "nginx", "fedora", "localhost/myhttpd:v1", "docker.io/redhat/ubi9",
-          "docker.io/library/nginx", "localhost/nginx-reverse-proxy")
+# What the workshop's notebooks pull or build, removed at RESET as the stock script did.
+LEFTOVER_IMAGES = ("hello-world", "nginx", "fedora", "localhost/myhttpd:v1",
+                   "docker.io/redhat/ubi9", "docker.io/library/nginx",
+                   "localhost/nginx-reverse-proxy")
 FILES = ("kubepodman.yml", "compose.yml", "Containerfile", "Containerfile-backend",
          "Containerfile-nginx", "default.conf", "index.html", "nginx-index.html", ".local")
 
@@ -32,6 +34,6 @@ async def reset(ctx: HookContext) -> None:
     user = await reset_student_account(ctx, app)
     await _podman.remove_leftovers(app, user.name, (
         *_podman.PODMAN_LEFTOVERS,
-        ("podman", "rmi", "--force", *IMAGES),
+        ("podman", "rmi", "--force", *LEFTOVER_IMAGES),
         ("sh", "-c", 'cd "$1" && shift && rm -rf -- "$@"', "rm", user.home, *FILES),
     ))

@@ -24,6 +24,7 @@ LAB = JupyterLab(
 )
 WORKSHOPS = (LAB.workshop,)
 PROVIDES = LAB.provides
+IMAGES = (f"{LAB.name}:latest",)
 
 
 async def create(ctx: HookContext) -> None:

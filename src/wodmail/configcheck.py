@@ -500,9 +500,11 @@ def _appliances(checks: _Checks) -> None:
     pool = AppliancePool.from_config(config.model_copy(update={"appliances": settings}),
                                      record_keys=False)
 
+    images = _appliance_images(config, addresses)
+
     async def probe_all() -> list[list[Any]]:
         try:
-            return list(await asyncio.gather(*(probe(pool, address, key)
+            return list(await asyncio.gather(*(probe(pool, address, key, images[address])
                                                for address, key in addresses.items())))
         finally:
             await pool.aclose()
@@ -510,6 +512,17 @@ def _appliances(checks: _Checks) -> None:
     for findings in asyncio.run(probe_all()):
         for finding in findings:
             checks.add(finding.status, finding.what, finding.detail, "appliances.user")
+
+
+def _appliance_images(config: Config, addresses: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """The images each appliance's workshop modules build from (their `IMAGES`)."""
+    from wodmail.hooks.phases import Hooks
+
+    try:
+        hooks = Hooks.from_config(config)
+    except WodmailError:  # reported by the hooks check
+        return {address: () for address in addresses}
+    return {address: hooks.images(key.removeprefix("IP-")) for address, key in addresses.items()}
 
 
 def _appliance_addresses(checks: _Checks) -> dict[str, str]:

@@ -36,6 +36,9 @@ def test_check_config_reports_login_host_key_sudo_and_tools(
     assert (found[f"appliance {address} sudo"].status,
             found[f"appliance {address} sudo"].detail) == ("ok", "sudo -n true: allowed")
     assert found[f"appliance {address} tools"].status == "warn"  # no docker in this one
+    # the image workshops/docker101.py builds FROM (its IMAGES)
+    assert found[f"appliance {address} images"].status == "warn"
+    assert found[f"appliance {address} images"].detail.startswith("missing dockerlab:latest")
     assert found["appliance IP-WKSHP-Stock"].status == "warn"
     assert not (tmp_path / "state" / "appliance_known_hosts").exists()
 

@@ -7,6 +7,7 @@ line (`ok` or `warn`) naming the appliance.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,8 +25,10 @@ class Finding:
     detail: str
 
 
-async def probe(pool: AppliancePool, address: str, origin: str) -> list[Finding]:
-    """The findings for the appliance at `address` (`origin`: the variable naming it)."""
+async def probe(pool: AppliancePool, address: str, origin: str,
+                images: Sequence[str] = ()) -> list[Finding]:
+    """The findings for the appliance at `address` (`origin`: the variable naming it), and
+    whether it holds the `images` its workshops build from."""
     appliance = Appliance(pool, address)
     what = f"appliance {address}"
     try:
@@ -39,7 +42,28 @@ async def probe(pool: AppliancePool, address: str, origin: str) -> list[Finding]
                         f"{key} ({verdict})")]
     findings.append(await _sudo(appliance, what))
     findings.append(await _tools(appliance, what))
+    if images:
+        findings.append(await _images(appliance, what, images))
     return findings
+
+
+async def _images(appliance: Appliance, what: str, images: Sequence[str]) -> Finding:
+    """`docker image inspect` of each image (as the admin account: it is in no docker
+    group on every appliance, so through sudo)."""
+    missing = []
+    for image in images:
+        try:
+            done = await appliance.run("docker", "image", "inspect", "--format", "{{.Id}}",
+                                       image, sudo=True, check=False,
+                                       timeout=PROBE_TIMEOUT_SECONDS)
+        except WodmailError as exc:
+            return Finding("warn", f"{what} images", str(exc))
+        if not done.ok:
+            missing.append(image)
+    if missing:
+        return Finding("warn", f"{what} images", f"missing {', '.join(missing)}: the "
+                       "installation's setup-WKSHP-X.sh builds them")
+    return Finding("ok", f"{what} images", ", ".join(images))
 
 
 async def _sudo(appliance: Appliance, what: str) -> Finding:

@@ -37,6 +37,8 @@ class Handler:
     workshops: tuple[str, ...]
     provides: tuple[str, ...] = ()
     """The per-student template variables its hooks set (its `PROVIDES`)."""
+    images: tuple[str, ...] = ()
+    """The images its appliance must hold (its `IMAGES`), for `check-config`."""
 
     def function(self, phase: str) -> HookFunction | None:
         return getattr(self.module, phase, None)
@@ -152,7 +154,7 @@ def _handler(module: ModuleType, *, origin: str, file: str) -> Handler:
                 f"handler module {file}: {phase} must be an async function (async def)"
             )
     return Handler(origin=origin, file=file, module=module, workshops=tuple(declared),
-                   provides=_provides(module, file))
+                   provides=_provides(module, file), images=_images(module, file))
 
 
 def _provides(module: ModuleType, file: str) -> tuple[str, ...]:
@@ -165,6 +167,18 @@ def _provides(module: ModuleType, file: str) -> tuple[str, ...]:
             f'e.g. PROVIDES = ("HTTPPORT",); got {provided!r}'
         )
     return tuple(provided)
+
+
+def _images(module: ModuleType, file: str) -> tuple[str, ...]:
+    images = getattr(module, "IMAGES", ())
+    if not isinstance(images, tuple | list) or not all(
+        isinstance(name, str) and name and not name.startswith("-") for name in images
+    ):
+        raise ConfigurationError(
+            f"handler module {file}: IMAGES must be a tuple of image names, "
+            f'e.g. IMAGES = ("sparklab:latest",); got {images!r}'
+        )
+    return tuple(images)
 
 
 def handler_failure(name: str, exc: BaseException) -> HookFailed:

@@ -150,6 +150,15 @@ class Hooks:
                         found.setdefault(name, f"script {script}")
         return found
 
+    def images(self, content: str) -> tuple[str, ...]:
+        """The images the appliance of `content` must hold, as its modules declare them."""
+        found: list[str] = []
+        for public, (handlers, _) in zip((True, False), self._sides, strict=True):
+            handler = handlers.get(content)
+            if handler is not None and not self._module_replaced(public, content):
+                found.extend(image for image in handler.images if image not in found)
+        return tuple(found)
+
     def has(self, phase: str, content: str) -> bool:
         """Whether any module function or executable script runs for `phase` of `content`."""
         return any(not step.skipped for step in self._steps(phase, content))
