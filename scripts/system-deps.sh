@@ -20,6 +20,9 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v zstd >/dev/null || need+=(zstd)
+# The stock appliance scripts run as WODUSER with sudo on the backend
+# (tests/appliances/test_stock_vs_module.py, bench/appliance.py); the host gets no rule.
+command -v sudo >/dev/null || need+=(sudo)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "system-deps: missing ${need[*]} and cannot install (not root or no apt-get); tests needing them will skip" >&2

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -34,7 +34,7 @@ class WorkshopBackend:
     box: Sandbox
     workshop: str
     config_file: Path
-    wod: Backend2E
+    wod: OrderTaker
     customers: dict[int, int] = field(default_factory=dict)
 
     async def order(self, verb: str, student: int | str, *, limit: float = LIMIT) -> Job:
@@ -53,12 +53,35 @@ class WorkshopBackend:
             self.box.close()
 
 
-async def workshop_backend(
+class OrderTaker(Protocol):
+    """A running daemon a test sends orders to: the in-process `Backend2E`, or a `wodmail
+    serve` process (support.stock_backend)."""
+
+    async def order(self, subject: str, body: str, *, limit: float = ...) -> Job: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class WorkshopBox:
+    """A sandbox serving `workshop` on an appliance, and the config a daemon needs for it."""
+
+    box: Sandbox
+    workshop: str
+    data: dict[str, Any]
+    customers: dict[int, int]
+
+    def started(self, config_file: Path, wod: OrderTaker) -> WorkshopBackend:
+        return WorkshopBackend(self.box, self.workshop, config_file, wod, self.customers)
+
+
+def workshop_box(
     tmp_path: Path, appliance: Appliance, key: KeyPair, workshop: str, *,
     students: range = range(1, 6), fields: Mapping[str, Any] | None = None,
     variables: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None,
-) -> WorkshopBackend:
-    """A running daemon serving `workshop` (its public handler module) on `appliance`."""
+) -> WorkshopBox:
+    """The sandbox (in `tmp_path/box`, stand-ins started: `box.close()` them) and config
+    for a daemon serving `workshop` on `appliance`."""
     box = make_sandbox(tmp_path / "box", students=students,
                        workshop_fields={"monoappliance": True})
     try:
@@ -76,13 +99,26 @@ async def workshop_backend(
                         **(variables or {})}
         data["appliances"] = appliance_settings(appliance, key, container_network="host")
         data.update(extra or {})
-        config_file = tmp_path / "wodmail.yml"
-        config_file.write_text(yaml.safe_dump(data))
-        wod = await Backend2E(box, parse_config(data, str(config_file))).start()
     except BaseException:
         box.close()
         raise
-    return WorkshopBackend(box, workshop, config_file, wod, customers)
+    return WorkshopBox(box, workshop, data, customers)
+
+
+async def workshop_backend(
+    tmp_path: Path, appliance: Appliance, key: KeyPair, workshop: str, **options: Any,
+) -> WorkshopBackend:
+    """A running daemon serving `workshop` (its public handler module) on `appliance`
+    (`options`: those of `workshop_box`)."""
+    made = workshop_box(tmp_path, appliance, key, workshop, **options)
+    try:
+        config_file = tmp_path / "wodmail.yml"
+        config_file.write_text(yaml.safe_dump(made.data))
+        wod = await Backend2E(made.box, parse_config(made.data, str(config_file))).start()
+    except BaseException:
+        made.box.close()
+        raise
+    return made.started(config_file, wod)
 
 
 class ArgvWatch:
