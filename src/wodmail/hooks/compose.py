@@ -22,7 +22,6 @@ from wodmail.errors import ConfigurationError, PeerRefused
 from wodmail.hooks.context import HookContext
 from wodmail.host.ratio import tar_completion_ratio
 
-READY_SECONDS = 120.0
 BUILD_SECONDS = 900.0
 _TOKEN = re.compile(r"[?&]token=([0-9A-Za-z_-]+)")
 _WRITE = 'umask 077; cat > "$1.new" && chmod "$2" "$1.new" && mv -f "$1.new" "$1"'
@@ -36,6 +35,7 @@ class ComposeProject:
         if ctx.student is None:
             raise ConfigurationError(f"{ctx.workshop}: a compose project is per student")
         self.app = app or ctx.appliance()
+        self.ready_seconds = ctx.ready_seconds
         self.user = f"student{ctx.student}"
         self.project = f"{name}{ctx.student}"
         self.directory = f"/tmp/{name}.{ctx.student}"
@@ -110,16 +110,17 @@ class ComposeProject:
         return await self._as_student("docker", "exec", *options, name, *argv, input=input,
                                        limit=within, check=check)
 
-    async def wait_port(self, port: int, *, within: float = READY_SECONDS) -> None:
+    async def wait_port(self, port: int, *, within: float | None = None) -> None:
         """Until something accepts connections on the appliance's `port`; PeerRefused naming
-        the appliance, the project and the port after `within` seconds."""
+        the appliance, the project and the port after `within` seconds (default:
+        `appliances.ready_seconds`)."""
         probe = f"exec 3<>/dev/tcp/127.0.0.1/{int(port)}"
         await self._until(
-            lambda: self._ready(probe), within,
+            lambda: self._ready(probe), within or self.ready_seconds,
             f"port {port} of project {self.project} never answered",
         )
 
-    async def jupyter_token(self, service: str, *, within: float = READY_SECONDS) -> str:
+    async def jupyter_token(self, service: str, *, within: float | None = None) -> str:
         """The token of the Jupyter server in `service`'s container, from `jupyter lab list`
         (what the stock entrypoint wrote to a file for the create script to fetch)."""
         found: list[str] = []
@@ -131,7 +132,7 @@ class ComposeProject:
                 found.append(match.group(1))
             return bool(match)
 
-        await self._until(listed, within,
+        await self._until(listed, within or self.ready_seconds,
                           f"no Jupyter token in {service} of project {self.project}")
         return found[0]
 
