@@ -18,7 +18,7 @@ from wodmail.service import Daemon
 pytest.register_assert_rewrite("support")
 pytest_plugins = [
     "support.e2e", "support.standin_fixtures", "support.slapd_fixture", "support.relay",
-    "support.local_users", "support.appliances",
+    "support.local_users", "support.appliances", "support.docker_engine",
 ]
 
 @pytest.fixture(autouse=True)
