@@ -57,6 +57,7 @@ async def workshop_backend(
     tmp_path: Path, appliance: Appliance, key: KeyPair, workshop: str, *,
     students: range = range(1, 6), fields: Mapping[str, Any] | None = None,
     variables: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None,
+    appliance_options: Mapping[str, Any] | None = None,
 ) -> WorkshopBackend:
     """A running daemon serving `workshop` (its public handler module) on `appliance`."""
     box = make_sandbox(tmp_path / "box", students=students,
@@ -74,7 +75,8 @@ async def workshop_backend(
         data = box.config_data()
         data["vars"] = {**data.get("vars", {}), f"IP-{workshop}": appliance.address,
                         **(variables or {})}
-        data["appliances"] = appliance_settings(appliance, key, container_network="host")
+        data["appliances"] = appliance_settings(appliance, key, container_network="host",
+                                                **(appliance_options or {}))
         data.update(extra or {})
         config_file = tmp_path / "wodmail.yml"
         config_file.write_text(yaml.safe_dump(data))
