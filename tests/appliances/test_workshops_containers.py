@@ -6,12 +6,13 @@ faults that must leave nothing a re-run does not repair."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
-import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 
 from support.appliances import Appliance, ApplianceFactory, KeyPair
@@ -89,15 +90,17 @@ async def test_spark101_container_token_ratio_and_reset(
         http_port = base + 2  # the third student of the range
         assert values["HTTPPORT"] == http_port and values["SPARKPORT"] == base + 7
         token = str(values["SPARKTOK"])
-        with urllib.request.urlopen(
-                f"http://127.0.0.1:{http_port}/api/status?token={token}", timeout=30) as reply:
-            assert reply.status == 200  # the token the notebooks get opens the server
+        async with httpx.AsyncClient(timeout=30) as client:  # the notebooks' token opens it
+            opened = await client.get(f"http://127.0.0.1:{http_port}/api/status",
+                                      params={"token": token})
+            refused = await client.get(f"http://127.0.0.1:{http_port}/api/status")
+        assert (opened.status_code, refused.status_code) == (200, 403)
         name = f"sparklab{N}-sparklab{N}-1" if compose == "v2" else f"sparklab{N}_sparklab{N}_1"
         assert containers(appliance) == [name]
         # the container account has the order's password, not a hash shared by every image
-        check = appliance.run("docker", "exec", "-i", "-u", "root", name, "python3", "-W", "ignore", "-c",
-                              CHECK_PASSWORD, f"student{N}", input=created.result["password"],
-                              check=False)
+        check = appliance.run("docker", "exec", "-i", "-u", "root", name, "python3", "-W",
+                              "ignore", "-c", CHECK_PASSWORD, f"student{N}",
+                              input=created.result["password"], check=False)
         assert check.returncode == 0
         assert token not in json.dumps(created.result["hooks"])  # masked in `wodmail show`
 
@@ -141,14 +144,14 @@ async def test_docker101_student_logs_in_to_their_container_with_their_backend_k
         config = (home / ".ssh" / "config").read_text()
         assert f"Host {appliance.address}\n" in config and f"    Port {ssh_port}\n" in config
         # the student's own key opens their container's sshd, as the notebooks do
-        import subprocess
-        login = subprocess.run(
-            ["ssh", "-F", "/dev/null", "-i", str(home / ".ssh" / "id_rsa"), "-p", str(ssh_port),
-             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-             "-o", "UserKnownHostsFile=/dev/null", f"student{N}@127.0.0.1", "id -un; sudo -n true"],
-            capture_output=True, text=True, timeout=60)
-        assert login.returncode == 0, login.stderr
-        assert login.stdout.split()[0] == f"student{N}"
+        login = await asyncio.create_subprocess_exec(
+            "ssh", "-F", "/dev/null", "-i", str(home / ".ssh" / "id_rsa"), "-p", str(ssh_port),
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", f"student{N}@127.0.0.1", "id -un; sudo -n true",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(login.communicate(), 60)
+        assert login.returncode == 0, err
+        assert out.decode().split()[0] == f"student{N}"
         assert containers(appliance) == [f"dockerlab{N}-dockerlab{N}-1"]
 
         assert (await wb.order("CLEANUP", N)).state is JobState.DONE
