@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System tools the tests use for real (chpasswd, ssh-keygen, setfacl, slapd, shc, openssl).
+# System tools the tests use for real (chpasswd, ssh-keygen, setfacl, slapd, shc, openssl,
+# debootstrap, dockerd).
 # Installs what is missing when running as root with apt-get; otherwise the
 # tests that need a tool skip with the reason.
 set -euo pipefail
@@ -20,8 +21,17 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v zstd >/dev/null || need+=(zstd)
+# Test appliances (tests/support/appliances.py): sshd in a debootstrap root on loopback, and
+# a real Docker engine with compose (docker_engine.py): Debian's docker.io (dockerd and the
+# 20.10 CLI the appliances use), docker-compose v1; compose v2 is Debian trixie's package,
+# checked with gpgv against the archive keyring and unpacked with dpkg-deb.
+[ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || need+=(docker.io)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v gpgv >/dev/null || need+=(gpgv)
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 # The stock appliance scripts run as WODUSER with sudo on the backend
-# (tests/appliances/test_stock_vs_module.py, bench/appliance.py); the host gets no rule.
+# (tests/appliances/test_stock_vs_module.py, bench/appliance_orders.py): the host gets
+# no rule (tests/support/stock_backend.py).
 command -v sudo >/dev/null || need+=(sudo)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -36,3 +46,7 @@ echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts the packaged slapd service on install; the tests need none of it.
 if command -v service >/dev/null; then service slapd stop >/dev/null 2>&1 || true; fi
+# Same for docker.io's engine, if it was installed now: the tests start their own.
+if [[ " ${need[*]} " == *" docker.io "* ]] && command -v service >/dev/null; then
+  service docker stop >/dev/null 2>&1 || true
+fi

@@ -19,6 +19,7 @@ pytest.register_assert_rewrite("support")
 pytest_plugins = [
     "support.e2e", "support.standin_fixtures", "support.slapd_fixture", "support.relay",
     "support.local_users", "support.appliances", "support.appliance_pool",
+    "support.docker_engine",
 ]
 
 @pytest.fixture(autouse=True)

@@ -76,7 +76,8 @@ class JupyterLab:
         service = self.service(ctx)
         if ctx.password:
             await project.set_password(service, ctx.password)
-        token = ctx.secret(await project.jupyter_token(service))
+        inside = http_port if ctx.container_network == "host" else 8888
+        token = ctx.secret(await project.jupyter_token(service, inside))
         ctx.student_vars[self.token_var] = token
         ctx.student_vars["HTTPPORT"] = http_port
         if self.extra_var and extras:

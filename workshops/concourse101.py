@@ -58,6 +58,7 @@ def _files(ctx: HookContext, http_port: int) -> dict[str, str]:
     network = "    network_mode: host\n" if host_network else ""
     web = f"      - CONCOURSE_BIND_PORT={http_port}\n" if host_network else ""
     ports = "" if host_network else f'    ports: ["{http_port}:8080"]\n'
+    privileged = "    privileged: true\n" if ctx.privileged_containers else ""
     compose = (
         '---\nversion: "3"\n\nservices:\n'
         f"  {db}:\n    image: postgres\n{network}    environment:\n"
@@ -66,7 +67,7 @@ def _files(ctx: HookContext, http_port: int) -> dict[str, str]:
         f"      - POSTGRES_USER={NAME}{n}_user\n"
         "      - PGDATA=/database\n\n"
         f"  concourse:\n    image: {CONCOURSE_IMAGE}\n    command: quickstart\n"
-        f"    privileged: true\n    depends_on: [{db}]\n{network}{ports}"
+        f"{privileged}    depends_on: [{db}]\n{network}{ports}"
         "    env_file: [.env.concourse]\n    environment:\n"
         f"      - CONCOURSE_POSTGRES_HOST={db_host}\n"
         f"      - CONCOURSE_POSTGRES_USER={NAME}{n}_user\n"

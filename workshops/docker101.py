@@ -124,7 +124,9 @@ def _files(ctx: HookContext, http_port: int, ssh_port: int) -> dict[str, str]:
         "exec sleep infinity\n"
     )
     compose = (f"version: '3.5'\nservices:\n  {service}:\n    image: {service}\n"
-               "    build: .\n    privileged: true\n")
+               "    build: .\n")
+    if ctx.privileged_containers:
+        compose += "    privileged: true\n"
     if ctx.container_network == "host":
         compose += f"    network_mode: host\n    environment:\n      - SSHD_PORT={ssh_port}\n"
     else:

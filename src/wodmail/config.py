@@ -300,6 +300,14 @@ class Appliances(_Section):
         "published", description="how per-student containers are reached: their ports "
         "published (production), or the appliance's own network (host: no bridge there)"
     )
+    privileged_containers: bool = Field(
+        True, description="run the containers the stock compose files made privileged "
+        "(Docker101's Docker-in-Docker, Concourse) privileged; false on an engine that "
+        "cannot start them (Docker-in-Docker then fails inside)"
+    )
+    ready_seconds: float = Field(
+        120.0, gt=0, description="how long a student's container may take to answer"
+    )
 
 
 class InstallationSettings(_Section):

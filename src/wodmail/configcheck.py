@@ -3,7 +3,8 @@
 Each check is one line, `ok`, `warn` or `FAIL`, naming what was checked, what was found and
 where the value came from (the config file, the installation, or the default). Nothing is
 changed: the portal is only logged in to, the hub only asked who the token is, the port
-only bound and released, folders and accounts only read.
+only bound and released, folders and accounts only read, appliances only logged in to
+(`true`, `sudo -n true`, the docker and compose versions) with no host key pinned.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ How one is made (all of it as root, none of it touching the host's own accounts)
 - The root file system: debootstrap's minbase of bookworm with what the stock appliance
   scripts use (sshd, sudo, rsync, htpasswd, python3, ps, chpasswd, getent, install, tar,
   perl, docker-compose v1), built once and cached as a zstd tarball (`nspawn.cache_dir()`),
-  unpacked once per test session into a lower dir that is never written to. Its host keys are
-  removed: every appliance gets keys of its own.
+  and unpacked once beside it: the lower dir of every appliance, of every session, never
+  written to. Its host keys are removed: every appliance gets keys of its own.
 - An appliance: an overlayfs (lower = that root, upper = the appliance's own folder) with its
   own /etc/passwd, shadow, group, sudoers, hostname, host key and homes, written into the
   upper folder before the first start. `/usr/sbin/sshd -D` runs chrooted into the overlay in
@@ -61,6 +61,8 @@ CGROUP_PREFIX = "wodmail-appliances-"
 DOCKER_GID = 990
 ADMIN_UID = 1000
 DAYS = int(time.time() // 86400)
+# Bump when prepare_root changes what it does to the unpacked root.
+ROOT_EDITION = 1
 
 SSHD_CONFIG = """\
 # wodmail test appliance {hostname}
@@ -173,18 +175,31 @@ class ApplianceRoot:
     unpack_seconds: float
 
 
-def prepare_root(work: Path) -> ApplianceRoot:
+def prepare_root() -> ApplianceRoot:
+    """The root unpacked in the cache beside its tarball (once: later sessions, and several
+    at once, share it; nothing ever writes to it), its tarball built first if need be."""
     tarball, built = nspawn.debootstrap_tarball("appliance", PACKAGES)
     started = time.monotonic()
-    lower = work / "lower"
-    lower.mkdir()
-    subprocess.run(["tar", "-C", str(lower), "--zstd", "-xf", str(tarball)], check=True,
-                   timeout=600)
-    for key in (lower / "etc" / "ssh").glob("ssh_host_*"):
-        key.unlink()
-    # The package's config says nothing about appliances; each one writes its own.
-    (lower / "etc" / "ssh" / "sshd_config").unlink()
-    (lower / "etc" / "hostname").unlink(missing_ok=True)
+    stem = tarball.name.removesuffix(".tar.zst")
+    # The tarball's time: a rebuilt tarball is unpacked again.
+    lower = tarball.with_name(f"{stem}.root-{ROOT_EDITION}-{tarball.stat().st_mtime_ns}")
+    if not lower.exists():
+        partial = lower.with_name(f"{lower.name}.partial-{os.getpid()}")
+        partial.mkdir()
+        try:
+            subprocess.run(["tar", "-C", str(partial), "--zstd", "-xf", str(tarball)],
+                           check=True, timeout=600)
+            for key in (partial / "etc" / "ssh").glob("ssh_host_*"):
+                key.unlink()
+            # The package's config says nothing about appliances; each one writes its own.
+            (partial / "etc" / "ssh" / "sshd_config").unlink()
+            (partial / "etc" / "hostname").unlink(missing_ok=True)
+            partial.rename(lower)
+        except OSError:
+            if not lower.exists():
+                raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return ApplianceRoot(lower, built, time.monotonic() - started)
 
 
@@ -496,7 +511,8 @@ class _Provisioner:
         group += [f"student{n}:x:{gid_base + n}:" for n in students]
         gshadow = [f"{spec.admin}:!::"] + [f"student{n}:!::" for n in students]
         if spec.docker:
-            members = ",".join(f"student{n}" for n in students)
+            # The stock create scripts run `docker ps` as WODUSER without sudo.
+            members = ",".join([spec.admin, *(f"student{n}" for n in students)])
             group.append(f"docker:x:{DOCKER_GID}:{members}")
             gshadow.append(f"docker:!::{members}")
         for name, lines in (("passwd", passwd), ("shadow", shadow), ("group", group),
@@ -519,6 +535,11 @@ class _Provisioner:
         (self.upper / "var/log").mkdir(parents=True, exist_ok=True)
         if not (spec.docker and "v1" in spec.compose):
             self._whiteout("usr/bin/docker-compose")
+        if spec.docker:
+            # The test engine has no bridge network, which BuildKit's RUN steps need: the
+            # classic builder, for ssh sessions (pam_env) and login shells (su -) alike.
+            self._file("etc/environment", "DOCKER_BUILDKIT=0\n")
+            self._file("etc/profile.d/docker-buildkit.sh", "export DOCKER_BUILDKIT=0\n")
         self._homes(gid_base)
 
     def _whiteout(self, relative: str) -> None:
@@ -574,11 +595,11 @@ class _Provisioner:
 
 
 @pytest.fixture(scope="session")
-def appliance_root(tmp_path_factory: pytest.TempPathFactory) -> ApplianceRoot:
+def appliance_root() -> ApplianceRoot:
     why = missing()
     if why is not None:
         pytest.skip(why)
-    root = prepare_root(tmp_path_factory.mktemp("appliance-root"))
+    root = prepare_root()
     built = f"built in {root.built_seconds:.1f} s, " if root.built_seconds else ""
     print(f"appliance root: {built}unpacked in {root.unpack_seconds:.1f} s")
     return root
@@ -608,15 +629,19 @@ def appliance_factory(request: pytest.FixtureRequest, appliance_root: ApplianceR
                       appliance_cgroups: reaper.ReapedCgroup, admin_keypair: KeyPair,
                       tmp_path: Path) -> Iterator[ApplianceFactory]:
     """`appliance_factory(**Spec fields)` starts an appliance and returns it; the admin key
-    defaults to `admin_keypair`'s. All are stopped at the test's end."""
+    defaults to `admin_keypair`'s. All are stopped at the test's end (and with `docker=True`,
+    the engine's containers, networks, volumes and new images are removed)."""
     made: list[Appliance] = []
+    engines: list[Any] = []
 
     def make(**options: Any) -> Appliance:
         options.setdefault("admin_pubkey", admin_keypair.public)
         spec = Spec(**options)
         mounts: list[tuple[str, str]] = []
         if spec.docker:
+            # support.docker_engine's session fixture: asked for only when needed.
             engine = request.getfixturevalue("docker_engine")
+            engines[:] = [engine]
             mounts = engine.appliance_mounts(spec.compose)
         appliance = Appliance(spec, appliance_root, tmp_path / f"appliance-{len(made)}",
                               appliance_cgroups, mounts)
@@ -629,3 +654,5 @@ def appliance_factory(request: pytest.FixtureRequest, appliance_root: ApplianceR
     finally:
         for appliance in made:
             appliance.close()
+        for engine in engines:
+            engine.reset()

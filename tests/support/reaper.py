@@ -75,17 +75,36 @@ def remove_cgroup(cgroup: Path) -> None:
                 time.sleep(0.1)
 
 
+def remove_v1_twins(name: str) -> None:
+    """On a hybrid host, the empty cgroups named `name` that runc made in the v1 hierarchies
+    (for containers under a `--cgroup-parent` of that name): removed, best effort."""
+    root = unified_root()
+    if root is None or root == Path("/sys/fs/cgroup"):
+        return
+    for twin in Path("/sys/fs/cgroup").glob(f"*/{name}"):
+        for path in sorted((p for p in twin.rglob("*") if p.is_dir()), reverse=True) + [twin]:
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+
+
 def leftovers(prefix: str) -> None:
     """Cgroups `<prefix><pid>...` of an earlier test process that is gone (its reaper was
     killed with it): end them now. Those of a test session still running are left alone."""
     root = unified_root()
     if root is None:
         return
-    for cgroup in root.glob(f"{prefix}*"):
-        owner = cgroup.name[len(prefix):].split("-")[0]
+    names = {path.name for path in root.glob(f"{prefix}*")}
+    if root != Path("/sys/fs/cgroup"):
+        names |= {path.name for path in Path("/sys/fs/cgroup").glob(f"*/{prefix}*")}
+    for name in sorted(names):
+        owner = name[len(prefix):].split("-")[0]
         if owner.isdigit() and Path(f"/proc/{owner}").exists():
             continue
-        kill(cgroup)
+        if (root / name).exists():
+            kill(root / name)
+        remove_v1_twins(name)
 
 
 class ReapedCgroup:

@@ -6,7 +6,7 @@ the script behaves once the installer has rendered it: the same commands in the 
 order, against the same places, with the same defects kept on purpose (the password in a
 command line, `set -x`, one ssh connection per command, host key checking off, v1
 container names). The differential tests (tests/appliances/test_stock_vs_module.py) and
-bench/appliance.py run them through `hooks.use_scripts` and compare what they leave with
+bench/appliance_orders.py run them through `hooks.use_scripts` and compare what they leave with
 what the handler modules leave.
 
 `write_stock_scripts(folder, settings)` renders them into `folder` (the `scripts.public`

@@ -79,6 +79,7 @@ def workshop_box(
     tmp_path: Path, appliance: Appliance, key: KeyPair, workshop: str, *,
     students: range = range(1, 6), fields: Mapping[str, Any] | None = None,
     variables: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None,
+    appliance_options: Mapping[str, Any] | None = None,
 ) -> WorkshopBox:
     """The sandbox (in `tmp_path/box`, stand-ins started: `box.close()` them) and config
     for a daemon serving `workshop` on `appliance`."""
@@ -97,7 +98,8 @@ def workshop_box(
         data = box.config_data()
         data["vars"] = {**data.get("vars", {}), f"IP-{workshop}": appliance.address,
                         **(variables or {})}
-        data["appliances"] = appliance_settings(appliance, key, container_network="host")
+        data["appliances"] = appliance_settings(appliance, key, container_network="host",
+                                                **(appliance_options or {}))
         data.update(extra or {})
     except BaseException:
         box.close()

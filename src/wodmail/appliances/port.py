@@ -245,14 +245,17 @@ async def _converse(
 ) -> _Output:
     """Feed stdin, read stdout (at most `limit` bytes) and stderr (its tail) to their ends."""
     feeding = asyncio.ensure_future(_feed(process, stdin))
+    reading = asyncio.ensure_future(_read_all(process.stdout, limit))
+    tail = asyncio.ensure_future(_read_tail(process.stderr, OUTPUT_CAP))
     try:
-        stdout, stderr = await asyncio.gather(
-            _read_all(process.stdout, limit), _read_tail(process.stderr, OUTPUT_CAP))
+        stdout, stderr = await asyncio.gather(reading, tail)
         await process.wait_closed()
     finally:
-        feeding.cancel()
-        with suppress(asyncio.CancelledError, Exception):
-            await feeding
+        # Whatever ended this (the output cap, a timeout, a lost connection), none of the
+        # three outlives the call.
+        for task in (feeding, reading, tail):
+            task.cancel()
+        await asyncio.gather(feeding, reading, tail, return_exceptions=True)
     return _Output(process.returncode, stdout, stderr)
 
 

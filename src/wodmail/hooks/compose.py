@@ -22,9 +22,9 @@ from wodmail.errors import ConfigurationError, PeerRefused
 from wodmail.hooks.context import HookContext
 from wodmail.host.ratio import tar_completion_ratio
 
-READY_SECONDS = 120.0
 BUILD_SECONDS = 900.0
-_TOKEN = re.compile(r"[?&]token=([0-9A-Za-z_-]+)")
+# A server line of `jupyter lab list`: http://HOST:PORT/PATH?token=TOKEN :: DIR
+_SERVER = re.compile(r"https?://[^\s/]*:(\d+)/\S*?[?&]token=([0-9A-Za-z_-]+)")
 _WRITE = 'umask 077; cat > "$1.new" && chmod "$2" "$1.new" && mv -f "$1.new" "$1"'
 _SERVICE_LABEL = '{{.Name}} {{index .Config.Labels "com.docker.compose.service"}}'
 
@@ -36,6 +36,7 @@ class ComposeProject:
         if ctx.student is None:
             raise ConfigurationError(f"{ctx.workshop}: a compose project is per student")
         self.app = app or ctx.appliance()
+        self.ready_seconds = ctx.ready_seconds
         self.user = f"student{ctx.student}"
         self.project = f"{name}{ctx.student}"
         self.directory = f"/tmp/{name}.{ctx.student}"
@@ -110,29 +111,39 @@ class ComposeProject:
         return await self._as_student("docker", "exec", *options, name, *argv, input=input,
                                        limit=within, check=check)
 
-    async def wait_port(self, port: int, *, within: float = READY_SECONDS) -> None:
+    async def wait_port(self, port: int, *, within: float | None = None) -> None:
         """Until something accepts connections on the appliance's `port`; PeerRefused naming
-        the appliance, the project and the port after `within` seconds."""
+        the appliance, the project and the port after `within` seconds (default:
+        `appliances.ready_seconds`)."""
         probe = f"exec 3<>/dev/tcp/127.0.0.1/{int(port)}"
         await self._until(
-            lambda: self._ready(probe), within,
-            f"port {port} of project {self.project} never answered",
+            lambda: self._ready(probe), within or self.ready_seconds,
+            lambda: f"port {port} of project {self.project} never answered",
         )
 
-    async def jupyter_token(self, service: str, *, within: float = READY_SECONDS) -> str:
-        """The token of the Jupyter server in `service`'s container, from `jupyter lab list`
-        (what the stock entrypoint wrote to a file for the create script to fetch)."""
+    async def jupyter_token(self, service: str, port: int, *,
+                            within: float | None = None) -> str:
+        """The token of the Jupyter server listening on `port` in `service`'s container,
+        from `jupyter lab list` (what the stock entrypoint wrote to a file for the create
+        script to fetch). A server on another port (Jupyter moves on when its port is
+        taken) is not the one the notebooks will reach: it does not count."""
         found: list[str] = []
+        seen: set[int] = set()
 
         async def listed() -> bool:
             done = await self.exec(service, "jupyter", "lab", "list", check=False, within=30)
-            match = _TOKEN.search(done.stdout)
-            if match:
-                found.append(match.group(1))
-            return bool(match)
+            for listed_port, token in _SERVER.findall(done.stdout):
+                seen.add(int(listed_port))
+                if int(listed_port) == port:
+                    found.append(token)
+            return bool(found)
 
-        await self._until(listed, within,
-                          f"no Jupyter token in {service} of project {self.project}")
+        def failure() -> str:
+            elsewhere = f" (one listens on {sorted(seen)} instead)" if seen else ""
+            return (f"no Jupyter server with a token on port {port} in {service} of project "
+                    f"{self.project}{elsewhere}")
+
+        await self._until(listed, within or self.ready_seconds, failure)
         return found[0]
 
     async def set_password(self, service: str, password: str) -> None:
@@ -179,12 +190,12 @@ class ComposeProject:
         return (await self._as_student("bash", "-c", probe, check=False, limit=10)).status == 0
 
     async def _until(self, condition: Callable[[], Awaitable[bool]], within: float,
-                     failure: str) -> None:
+                     failure: Callable[[], str]) -> None:
         deadline = time.monotonic() + within
         pause = 0.1
         while not await condition():
             if time.monotonic() >= deadline:
-                raise PeerRefused(f"appliance {self.app.address}: {failure} within {within:g} s")
+                raise PeerRefused(f"appliance {self.app.address}: {failure()} within {within:g} s")
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
 

@@ -54,6 +54,11 @@ class HookContext:
     container_network: str = "published"
     """`appliances.container_network`: "published" (containers publish their ports, as in
     production) or "host" (they share the appliance's network: no bridge there)."""
+    privileged_containers: bool = True
+    """`appliances.privileged_containers`: whether containers the stock compose files made
+    privileged (Docker-in-Docker) may be."""
+    ready_seconds: float = 120.0
+    """`appliances.ready_seconds`: how long a student's container may take to answer."""
     completion: int | None = None
     """A cleanup hook that measured the completion ratio itself (e.g. from the notebooks in
     the student's container: `ComposeProject.completion`) sets it; the CLEANUP then reports

@@ -331,8 +331,10 @@ def check(config: Config, *, public_handlers: str | Path | None = PUBLIC_HANDLER
 
 def appliance_runs(ctx: HookContext) -> list[HookRun]:
     """The appliance calls of a hook (`appliance <address>: <command>`), as hook runs: shown
-    after the hook that made them, in the order they were made."""
-    return [HookRun(name=call.name, ms=call.ms, ok=call.ok, output=call.output)
+    after the hook that made them, in the order they were made. Masked again: a call may
+    print a token the hook declares secret only once it has read it (`ctx.secret`)."""
+    return [HookRun(name=scrub_text(call.name), ms=call.ms, ok=call.ok,
+                    output=scrub_text(call.output))
             for call in ctx.take_appliance_calls()]
 
 

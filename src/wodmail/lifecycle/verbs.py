@@ -200,6 +200,8 @@ class OrderRun:
             log=log.bind(phase=phase),
             appliances=backend.appliances,
             container_network=backend.config.appliances.container_network,
+            privileged_containers=backend.config.appliances.privileged_containers,
+            ready_seconds=backend.config.appliances.ready_seconds,
         )
         async def run_hooks() -> list[dict[str, Any]]:
             ctx.exports = await backend.script_exports()
