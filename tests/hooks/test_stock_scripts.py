@@ -10,18 +10,16 @@ stand-in API-DB and hub on loopback, bash, curl, jq and ansible-vault from ansib
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from support.e2e import Backend2E
+from support.user_ansible import AnsibleForUser, Unavailable
 from support.wod_installation import USER, Tree, build_installation
 from wodmail import cli
 from wodmail.config import parse_config
@@ -87,111 +85,21 @@ def _open_up(path: Path) -> None:
         folder.chmod(folder.stat().st_mode | 0o711)
 
 
-def _as_wod_user(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    """Runs `argv` as the WoD user (uid and groups as wodmail gives them to its scripts)."""
-    return subprocess.run(
-        argv, user=ADMIN_UID, group=ADMIN_UID, extra_groups=[], cwd="/", text=True,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **env},
-        stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False,
-    )
-
-
-def _wod_user_interpreter() -> str:
-    """A python of our own major.minor (ansible-core's compiled dependencies are built for
-    it) that the WoD user can run: ours, if its folders let that user in, else a system one.
-    Ours often does not: pyenv's lives under /root/.pyenv (0700), a venv in a 0700 clone."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    candidates = dict.fromkeys((
-        os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
-        f"/usr/bin/python{version}", f"/usr/local/bin/python{version}",
-    ))
-    same_version = f"import sys; sys.exit(sys.version_info[:2] != {sys.version_info[:2]})"
-    tried = []
-    for candidate in candidates:
-        try:
-            run = _as_wod_user([candidate, "-c", same_version])
-        except OSError as exc:
-            tried.append(f"{candidate}: {exc.strerror}")
-            continue
-        if run.returncode == 0:
-            return candidate
-        tried.append(f"{candidate}: not python {version} ({run.stderr.strip() or 'exit 1'})")
-    pytest.skip(f"no python {version} the WoD user (uid {ADMIN_UID}) can run ansible-core "
-                f"with; tried {'; '.join(tried)}")
-
-
-def _distributions(name: str) -> list[importlib.metadata.Distribution]:
-    """Distribution `name` and everything it requires (extras left out), as installed."""
-    from packaging.requirements import Requirement  # an ansible-core dependency
-    from packaging.utils import canonicalize_name
-
-    found: dict[str, importlib.metadata.Distribution] = {}
-    todo = [name]
-    while todo:
-        dist = importlib.metadata.distribution(todo.pop())
-        key = canonicalize_name(dist.metadata["Name"])
-        if key in found:
-            continue
-        found[key] = dist
-        for text in dist.requires or ():
-            requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(requirement.name)
-    return list(found.values())
-
-
 @pytest.fixture(scope="module")
-def wod_user_python():
-    """(interpreter, site-packages) the WoD user can run ansible-core with: a copy of
-    ansible-core and its dependencies in a temp folder of its own, readable by everyone,
-    since our own site-packages may sit where that user cannot go (a clone in a 0700
-    `mktemp -d` folder). None when not root: scripts then run as ourselves, with our venv."""
+def wod_user_ansible():
+    """ansible-core the WoD user can run (support.user_ansible). None when not root:
+    scripts then run as ourselves, with our venv."""
     if os.getuid() != 0:
         yield None
         return
-    interpreter = _wod_user_interpreter()
-    folder = Path(tempfile.mkdtemp(prefix="wodmail-wod-python-"))
     try:
-        folder.chmod(0o755)
-        site = folder / "site-packages"
-        for dist in _distributions("ansible-core"):
-            for file in dist.files or ():
-                if ".." in file.parts:  # console scripts, outside site-packages
-                    continue
-                target = site / file
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(dist.locate_file(file), target)
-        for path in (site, *site.rglob("*")):
-            path.chmod(0o755 if path.is_dir() else path.stat().st_mode & 0o777 | 0o444)
-        reach = _as_wod_user([interpreter, "-c", "import os, sys; "
-                              "sys.exit(not os.access(sys.argv[1], os.R_OK | os.X_OK))",
-                              str(site)])
-        if reach.returncode != 0:
-            pytest.skip(f"the WoD user (uid {ADMIN_UID}) cannot enter {site}: the temp "
-                        f"folder {tempfile.gettempdir()} must let others in (TMPDIR)")
-        home = folder / "home"  # ansible's constants make ~/.ansible on import
-        home.mkdir()
-        os.chown(home, ADMIN_UID, ADMIN_UID)
-        # cryptography too: ansible's vault code would just note that it is missing.
-        imports = _as_wod_user([interpreter, "-c", "import ansible.cli.vault, "
-                                "cryptography.hazmat.primitives.ciphers"],
-                               PYTHONPATH=str(site), HOME=str(home))
-        assert imports.returncode == 0, (
-            f"ansible-core copied to {site} does not import as the WoD user with "
-            f"{interpreter}:\n{imports.stderr}"
-        )
-        yield interpreter, site
+        ansible = AnsibleForUser.make(ADMIN_UID, ADMIN_UID)
+    except Unavailable as why:
+        pytest.skip(str(why))
+    try:
+        yield ansible
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _wod_user_ansible_vault(tree: Tree, interpreter: str, site: Path) -> None:
-    """~/bin/ansible-vault for the WoD user: ansible-core from `site` on `interpreter`."""
-    _write(tree.home / "bin" / "ansible-vault", textwrap.dedent(f"""\
-        #!/bin/sh
-        PYTHONPATH="{site}" exec {interpreter} -c 'import sys; from ansible.cli.vault import main
-        sys.argv[0] = "ansible-vault"; sys.exit(main())' "$@"
-        """), 0o755)
+        ansible.close()
 
 
 def _add_students(tree: Tree, students: range, privileged: bool) -> None:
@@ -209,7 +117,7 @@ def _add_students(tree: Tree, students: range, privileged: bool) -> None:
 
 
 @pytest.fixture
-def installation(tmp_path: Path, wod_user_python):
+def installation(tmp_path: Path, wod_user_ansible):
     privileged = os.getuid() == 0
     base = tmp_path
     if privileged:
@@ -230,7 +138,7 @@ def installation(tmp_path: Path, wod_user_python):
     # WODUSER's login profile puts ~/bin on PATH, as Debian's default .profile does.
     _write(tree.home / ".profile", 'export FROM_PROFILE=yes\nPATH="$HOME/bin:$PATH"\n')
     if privileged:
-        _wod_user_ansible_vault(tree, *wod_user_python)
+        wod_user_ansible.write_ansible_vault(tree.home / "bin")
         _open_up(tree.root)
         os.chown(tree.home, ADMIN_UID, ADMIN_UID)
         for path in (tree.pass_dir, *tree.pass_dir.rglob("*")):
