@@ -183,7 +183,7 @@ async def sequential(wb: WorkshopBackend, appliance: Appliance, orders: int,
 
 async def module_side(lab_: Lab, orders: int, spec: dict[str, object]) -> Sequential:
     appliance = lab_.appliance(**spec)
-    stock_backend.open_tmp(appliance)
+    stock_backend.prepare_appliance(appliance)
     wb = await workshop_backend(lab_.work / "module", appliance, lab_.key, ANSIBLE,
                                 students=range(1, orders + 1))
     try:
@@ -194,7 +194,7 @@ async def module_side(lab_: Lab, orders: int, spec: dict[str, object]) -> Sequen
 
 async def stock_side(lab_: Lab, orders: int, spec: dict[str, object]) -> Sequential:
     appliance = lab_.appliance(**spec)
-    stock_backend.open_tmp(appliance)
+    stock_backend.prepare_appliance(appliance)
     backend = await stock_backend.stock_backend(lab_.work / "stock", appliance, lab_.key,
                                                 ANSIBLE, students=range(1, orders + 1))
     try:

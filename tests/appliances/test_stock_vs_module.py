@@ -4,16 +4,20 @@ scripts (re-created as wod-backend's installer rendered them: support.stock_appl
 through `hooks.use_scripts`, as WODUSER: support.stock_backend), the other the module; then
 the end states a participant or an admin would notice, compared aspect by aspect.
 
-Every aspect where the two differ must be listed in the workshop's expected differences,
-with the stock value, the module's and why (an upstream defect the module mends, or a
-deliberate change); any other difference fails the test, naming the aspect.
+Every aspect where the two differ must be listed in the case's expected differences, with
+the stock value, the module's and why (an upstream defect the module mends, a deliberate
+change, or what the test engine imposes); any other difference fails the test, naming the
+aspect.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from dataclasses import dataclass
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,40 +25,51 @@ import pytest
 
 from support import stock_backend as stock
 from support.appliances import Appliance, ApplianceFactory, KeyPair
+from support.stock_appliance_scripts import FIXED_HASH
+from support.user_ansible import AnsibleForUser, Unavailable
 from support.workshop_orders import ArgvWatch, WorkshopBackend, workshop_backend
+from wodmail.dev.sandbox import ADMIN_UID
+from wodmail.host.studentvars import StudentVars
 from wodmail.journal.jobs import Job, JobState
 
 pytestmark = pytest.mark.skipif(
     os.getuid() != 0, reason="root only: real appliances, chpasswd -R, a mount namespace, sudo")
 
-STUDENT = 3
-USER = f"student{STUDENT}"
-ANSIBLE_HTPASSWD = "/etc/httpd/conf/htpasswd"
-ST2_HTPASSWD = "/etc/st2/htpasswd"
 SKEL = {".bashrc": "# appliance skel\n"}
 NO_CHECK_CONFIG = "Host *\n    StrictHostKeyChecking no\n"
 ACCEPT_NEW_CONFIG = "Host *\n    StrictHostKeyChecking accept-new\n"
 LEFTOVER = "sleep 3600"  # the previous participant's process
 
 State = dict[str, Any]
+Expected = dict[str, dict[str, tuple[Any, Any, str]]]  # verb -> aspect -> (stock, module, why)
 
 
 @dataclass(frozen=True)
-class Workshop:
-    name: str
-    htpasswd: str
-    fields: dict[str, Any]
-    # aspect -> (stock value, module value, why they differ), per verb
-    expected: dict[str, dict[str, tuple[Any, Any, str]]]
+class Case:
+    workshop: str
+    expected: Expected
+    student: int = 3
+    students: range = range(1, 6)
+    htpasswd: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    appliance: dict[str, Any] = field(default_factory=dict)
+    ports: tuple[str, ...] = ()
+    """Base port keys (group_vars): each side gets free ones, compared as offsets."""
+
+    @property
+    def user(self) -> str:
+        return f"student{self.student}"
 
 
 ARGV_DEFECT = ("the stock scripts put the password in command lines on the appliance "
-               "(`echo student3:PW | sudo chpasswd`, `htpasswd -b ... PW`) that any user "
+               "(`echo studentN:PW | sudo chpasswd`, `htpasswd -b ... PW`) that any user "
                "there can read with ps; the module sends it on stdin")
 PROCESSES = ("the module ends the previous participant's processes on the appliance "
              "before handing the account over; create-appliance.sh left them running")
+V1_NAMES = ("the stock scripts find the container by compose v1's name (`sparklab403_"
+            "sparklab403_1`); compose v2 names it `sparklab403-sparklab403-1`")
 
-ANSIBLE101 = Workshop("WKSHP-Ansible101", ANSIBLE_HTPASSWD, {}, {
+ANSIBLE101 = Case("WKSHP-Ansible101", htpasswd="/etc/httpd/conf/htpasswd", expected={
     "CREATE": {
         "password in a command line on the appliance": (True, False, ARGV_DEFECT),
         "previous participant's processes running": (True, False, PROCESSES),
@@ -73,7 +88,8 @@ ANSIBLE101 = Workshop("WKSHP-Ansible101", ANSIBLE_HTPASSWD, {}, {
     },
 })
 
-STACKSTORM101 = Workshop("WKSHP-StackStorm101", ST2_HTPASSWD, {"varpass": True}, {
+STACKSTORM101 = Case("WKSHP-StackStorm101", htpasswd="/etc/st2/htpasswd",
+                     fields={"varpass": True}, expected={
     "CREATE": {
         "password in a command line on the appliance": (
             True, False, ARGV_DEFECT + " (`echo PW | sudo htpasswd -i` too: the remote "
@@ -84,6 +100,49 @@ STACKSTORM101 = Workshop("WKSHP-StackStorm101", ST2_HTPASSWD, {"varpass": True},
         "password in a command line on the appliance": (True, False, ARGV_DEFECT),
     },
 })
+
+SPARK101 = Case(
+    "WKSHP-Spark101", student=403, students=range(401, 406),
+    appliance={"docker": True, "compose": ("v2",)},
+    ports=("HTTPPORT-WKSHP-Spark101", "SPARKPORT-WKSHP-Spark101",
+           "SPARKPORT2-WKSHP-Spark101"),
+    expected={
+        "CREATE": {
+            "password in a command line on the appliance": (True, False, ARGV_DEFECT),
+            "previous participant's processes running": (True, False, PROCESSES),
+            "container network": (
+                {"mode": "sparklab403_default", "published": {
+                    "4040/tcp": "SPARKPORT-WKSHP-Spark101+2",
+                    "4041/tcp": "SPARKPORT2-WKSHP-Spark101+2",
+                    "8888/tcp": "HTTPPORT-WKSHP-Spark101+2"}},
+                {"mode": "host", "published": {}},
+                "the test engine has no bridge of its own: the module runs with "
+                "`appliances.container_network: host` (its server listens on HTTPPORT "
+                "itself), the unchanged stock compose file gets a project network and "
+                "publishes its ports"),
+            "container account takes the order's password": (
+                False, True,
+                "the module sets the student's password in the container with chpasswd; the "
+                "stock Dockerfile meant one fixed hash for every student"),
+            "container account hash": (
+                "not a crypt hash", "a crypt hash",
+                "upstream defect: the stock Dockerfile's `RUN perl ... \\$6\\$salt\\$hash` "
+                "runs in sh, which expands $6, $salt and $hash as empty variables: the "
+                "account's hash is the hash's tail, which no password matches"),
+        },
+        "CLEANUP": {
+            "completion": (0, 75, V1_NAMES + ": cleanup-container-ratio.sh copies nothing "
+                           "back, and the ratio is that of the untouched notebooks"),
+        },
+        "RESET": {
+            "password in a command line on the appliance": (True, False, ARGV_DEFECT),
+            "project image on the engine": (
+                True, False,
+                "reset-WKSHP-Spark101.sh runs `compose down` (its version test is broken: it "
+                "sets DOOCKERVER and reads DOCKERVER, so v2's `docker compose` always runs) "
+                "without removing the image; the module removes it"),
+        },
+    })
 
 
 # -- the end state -----------------------------------------------------------------------
@@ -110,22 +169,22 @@ def text(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
 
 
-def leftover_running(appliance: Appliance) -> bool:
-    return appliance.run("pgrep", "-u", USER, "-f", LEFTOVER, check=False).returncode == 0
+def leftover_running(appliance: Appliance, user: str) -> bool:
+    return appliance.run("pgrep", "-u", user, "-f", LEFTOVER, check=False).returncode == 0
 
 
-def after_create(appliance: Appliance, wb: WorkshopBackend, job: Job, shadow_before: str,
-                 argv: set[str], htpasswd: str) -> State:
-    password = job.result["password"]
-    home = appliance.home(STUDENT)
-    backend_ssh = wb.home(STUDENT) / ".ssh"
+def account_after_create(case: Case, appliance: Appliance, wb: WorkshopBackend, job: Job,
+                         shadow_before: str, argv: set[str]) -> State:
+    password, user = job.result["password"], case.user
+    home = appliance.home(case.student)
+    backend_ssh = wb.home(case.student) / ".ssh"
     backend_key = (backend_ssh / "id_rsa.pub").read_text().strip()
     remote_config = f"{home}/.ssh/config"
     return {
         "password in a command line on the appliance": any(password in line for line in argv),
-        "appliance password is the order's": appliance.password_ok(USER, password),
-        "appliance shadow entry changed": appliance.shadow(USER) != shadow_before,
-        "previous participant's processes running": leftover_running(appliance),
+        "appliance password is the order's": appliance.password_ok(user, password),
+        "appliance shadow entry changed": appliance.shadow(user) != shadow_before,
+        "previous participant's processes running": leftover_running(appliance, user),
         "appliance home": sorted(appliance.run("ls", "-A", home).stdout.split()),
         "appliance ~/.bashrc is the appliance's skel": appliance.read(f"{home}/.bashrc")
         == SKEL[".bashrc"],
@@ -134,7 +193,8 @@ def after_create(appliance: Appliance, wb: WorkshopBackend, job: Job, shadow_bef
             appliance.read(f"{home}/.ssh/authorized_keys").strip() == backend_key,
         "appliance ~/.ssh/config": appliance.read(remote_config)
         if appliance.exists(remote_config) else None,
-        "htpasswd takes the order's password": appliance.htpasswd_ok(htpasswd, USER, password),
+        "htpasswd takes the order's password": case.htpasswd is not None
+        and appliance.htpasswd_ok(case.htpasswd, user, password),
         "backend ~/.ssh modes and owners": backend_tree(backend_ssh),
         "backend ~/.ssh/authorized_keys": text(backend_ssh / "authorized_keys") and (
             "the student's own key"
@@ -143,44 +203,162 @@ def after_create(appliance: Appliance, wb: WorkshopBackend, job: Job, shadow_bef
     }
 
 
-def seen_live_password(appliance: Appliance, argv: set[str]) -> bool:
+def seen_live_password(case: Case, appliance: Appliance, argv: set[str]) -> bool:
     """Does a command line the watch saw hold the student's password now in force? RESET's
-    password is told to no one, so the candidates are what followed `student3:` in a line
+    password is told to no one, so the candidates are what followed `studentN:` in a line
     feeding chpasswd, each tried against the appliance's shadow file."""
     candidates = {found for line in argv if "chpasswd" in line
-                  for found in re.findall(rf"{USER}:([^\s'\"|]+)", line)}
-    return any(appliance.password_ok(USER, candidate) for candidate in candidates)
+                  for found in re.findall(rf"{case.user}:([^\s'\"|]+)", line)}
+    return any(appliance.password_ok(case.user, candidate) for candidate in candidates)
 
 
-def after_reset(appliance: Appliance, created: Job, shadow_before: str, argv: set[str],
-                htpasswd: str) -> State:
-    password = created.result["password"]
-    home = appliance.home(STUDENT)
+def account_after_reset(case: Case, appliance: Appliance, created: Job, shadow_before: str,
+                        argv: set[str]) -> State:
+    password, user = created.result["password"], case.user
+    home = appliance.home(case.student)
     return {
-        "password in a command line on the appliance": seen_live_password(appliance, argv),
-        "appliance password is CREATE's": appliance.password_ok(USER, password),
-        "appliance shadow entry changed": appliance.shadow(USER) != shadow_before,
+        "password in a command line on the appliance": seen_live_password(case, appliance, argv),
+        "appliance password is CREATE's": appliance.password_ok(user, password),
+        "appliance shadow entry changed": appliance.shadow(user) != shadow_before,
         "appliance ~/.ssh": tree(appliance, f"{home}/.ssh"),
         "appliance home": sorted(appliance.run("ls", "-A", home).stdout.split()),
-        "htpasswd takes CREATE's password": appliance.htpasswd_ok(htpasswd, USER, password),
+        "htpasswd takes CREATE's password": case.htpasswd is not None
+        and appliance.htpasswd_ok(case.htpasswd, user, password),
+    }
+
+
+# -- containers (a Jupyter workshop) -----------------------------------------------------
+
+CHECK_PASSWORD = ("import crypt, spwd, sys\n"
+                  "h = spwd.getspnam(sys.argv[1]).sp_pwdp\n"
+                  "sys.exit(0 if crypt.crypt(sys.stdin.read(), h) == h else 1)\n")
+TOKEN_OPENS = ("import sys, urllib.request, urllib.error\n"
+               "def status(query):\n"
+               "    url = f'http://127.0.0.1:{sys.argv[1]}/api/status' + query\n"
+               "    try:\n"
+               "        return urllib.request.urlopen(url, timeout=10).status\n"
+               "    except urllib.error.HTTPError as error:\n"
+               "        return error.code\n"
+               "sys.exit(0 if (status('?token=' + sys.argv[2]), status('')) == (200, 403)"
+               " else 1)\n")
+
+
+@dataclass(frozen=True)
+class Ports:
+    """A side's base ports: key -> base."""
+
+    bases: dict[str, int]
+
+    def offset(self, port: int) -> str:
+        """`KEY+offset` of the base below `port` (bases are 5 apart)."""
+        for key, base in self.bases.items():
+            if 0 <= port - base < 5:
+                return f"{key}+{port - base}"
+        return str(port)
+
+
+def container_names(appliance: Appliance) -> list[str]:
+    return appliance.run("docker", "ps", "-a", "--format", "{{.Names}}").stdout.split()
+
+
+def inspect(appliance: Appliance, name: str) -> dict[str, Any]:
+    return json.loads(appliance.run("docker", "inspect", name).stdout)[0]
+
+
+def in_container(appliance: Appliance, name: str, *argv: str, user: str | None = None,
+                 input: str | None = None) -> bool:
+    who = ["-u", user] if user else []
+    return appliance.run("docker", "exec", "-i", *who, name, *argv, input=input,
+                         check=False).returncode == 0
+
+
+def token_opens(appliance: Appliance, name: str, port: object, token: object) -> bool:
+    """Does the token open the Jupyter server of the container (from inside it), and is it
+    needed (403 without)?"""
+    return in_container(appliance, name, "python3", "-c", TOKEN_OPENS, str(port), str(token))
+
+
+def container_after_create(case: Case, appliance: Appliance, job: Job, ports: Ports,
+                           variables: dict[str, Any]) -> State:
+    names = container_names(appliance)
+    state: State = {"containers": names,
+                    "per-student variables": sorted(variables)}
+    if len(names) != 1:
+        return state
+    name, info = names[0], inspect(appliance, names[0])
+    bound = info["HostConfig"]["PortBindings"] or {}
+    shadow = appliance.run("docker", "exec", "-u", "root", name, "getent", "shadow",
+                           case.user, check=False).stdout.split(":")
+    hashed = shadow[1] if len(shadow) > 1 else ""
+    return {
+        **state,
+        "container running": info["State"]["Running"],
+        "container network": {
+            "mode": info["HostConfig"]["NetworkMode"],
+            "published": {inside: ports.offset(int(bindings[0]["HostPort"]))
+                          for inside, bindings in bound.items()}},
+        "HTTPPORT": ports.offset(int(variables.get("HTTPPORT", 0))),
+        "SPARKPORT": ports.offset(int(variables.get("SPARKPORT", 0))),
+        "the token opens the student's Jupyter": token_opens(
+            appliance, name, variables.get("HTTPPORT"), variables.get("SPARKTOK")),
+        "container account takes the order's password": in_container(
+            appliance, name, "python3", "-W", "ignore", "-c", CHECK_PASSWORD, case.user,
+            user="root", input=job.result["password"]),
+        "container account hash": "a crypt hash" if hashed.startswith("$") else
+        "the image's fixed hash" if hashed == FIXED_HASH else "not a crypt hash",
+    }
+
+
+def executed_notebook(cells: int, executed: int) -> str:
+    code = [{"cell_type": "code", "execution_count": i + 1 if i < executed else None,
+             "metadata": {}, "outputs": [], "source": "1"} for i in range(cells)]
+    return json.dumps({"cells": code, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+
+
+def work_in_container(appliance: Appliance, workdir: str) -> None:
+    """The participant ran 3 of the 4 cells of the only notebook in their container."""
+    [name] = container_names(appliance)
+    appliance.run("docker", "exec", "-i", name, "sh", "-c",
+                  f"cat > {workdir}/work.ipynb && rm -f {workdir}/[0-9]*.ipynb",
+                  input=executed_notebook(4, 3))
+
+
+def container_after_reset(case: Case, appliance: Appliance) -> State:
+    image = f"sparklab{case.student}"
+    return {
+        "containers": container_names(appliance),
+        "project image on the engine": bool(
+            appliance.run("docker", "images", "-q", image).stdout.strip()),
+        "project folder on the appliance": appliance.exists(f"/tmp/sparklab.{case.student}"),
     }
 
 
 # -- one side's orders -------------------------------------------------------------------
 
 
-async def watched(wb: WorkshopBackend, appliance: Appliance, verb: str) -> tuple[Job, set[str]]:
-    with ArgvWatch(appliance) as watch:
-        job = await wb.order(verb, STUDENT)
+@dataclass
+class Side:
+    name: str  # "stock" or "module"
+    wb: WorkshopBackend
+    appliance: Appliance
+    ports: Ports
+    variables: Callable[[], dict[str, Any]]
+    """The student's per-student variables, as the side stored them."""
+
+
+async def watched(side: Side, case: Case, verb: str) -> tuple[Job, set[str]]:
+    with ArgvWatch(side.appliance) as watch:
+        job = await side.wb.order(verb, case.student)
     assert job.state is JobState.DONE, (verb, job.reason, job.result.get("hooks"))
     assert watch.polls > 0
+    assert_ran(job, side.name, case.workshop)
     return job, watch.lines
 
 
 def assert_ran(job: Job, side: str, workshop: str) -> None:
     """The side's own hook ran: the stock script as WODUSER, or the module."""
     ran = {(hook["name"], hook["user"]) for hook in job.result["hooks"] if hook["ok"]}
-    verb = job.verb.lower()
+    verb = job.verb.lower() if job.verb else ""
     module = f"module wodmail.workshops.{workshop.removeprefix('WKSHP-').lower()}:{verb}"
     if side == "stock":
         assert any(name.startswith("script ") and name.endswith(f"/{verb}-{workshop}.sh")
@@ -189,59 +367,108 @@ def assert_ran(job: Job, side: str, workshop: str) -> None:
         assert (module, "") in ran, ran
 
 
-async def run_side(side: str, wb: WorkshopBackend, appliance: Appliance, workshop: Workshop
-                   ) -> dict[str, State]:
-    """CREATE, CLEANUP, RESET of student 3 on a fresh appliance; the states after CREATE
-    and after RESET."""
-    home = appliance.home(STUDENT)
-    appliance.sh(f"echo leftover > {home}/old-work && chown {USER} {home}/old-work")
-    appliance.sh(f"setsid runuser -u {USER} -- {LEFTOVER} </dev/null >/dev/null 2>&1 &")
-    shadow = appliance.shadow(USER)
-    created, argv = await watched(wb, appliance, "CREATE")
-    assert_ran(created, side, workshop.name)
-    states = {"CREATE": after_create(appliance, wb, created, shadow, argv, workshop.htpasswd)}
-    cleanup = await wb.order("CLEANUP", STUDENT)  # RESET waits for the customer's `cleaned`
+async def run_side(side: Side, case: Case) -> dict[str, State]:
+    """CREATE, CLEANUP, RESET of the case's student on a fresh appliance; the states after
+    each."""
+    appliance, user = side.appliance, case.user
+    home = appliance.home(case.student)
+    appliance.sh(f"echo leftover > {home}/old-work && chown {user} {home}/old-work")
+    appliance.sh(f"setsid runuser -u {user} -- {LEFTOVER} </dev/null >/dev/null 2>&1 &")
+    shadow = appliance.shadow(user)
+    created, argv = await watched(side, case, "CREATE")
+    states = {"CREATE": account_after_create(case, appliance, side.wb, created, shadow, argv)}
+    if case.appliance.get("docker"):
+        states["CREATE"] |= container_after_create(case, appliance, created, side.ports,
+                                                   side.variables())
+        work_in_container(appliance, str(side.wb.home(case.student)))
+    cleanup = await side.wb.order("CLEANUP", case.student)  # RESET waits for `cleaned`
     assert cleanup.state is JobState.DONE, cleanup.reason
-    shadow = appliance.shadow(USER)
-    reset, argv = await watched(wb, appliance, "RESET")
-    assert_ran(reset, side, workshop.name)
-    states["RESET"] = after_reset(appliance, created, shadow, argv, workshop.htpasswd)
+    states["CLEANUP"] = {"completion": cleanup.result.get("completion")}
+    shadow = appliance.shadow(user)
+    _, argv = await watched(side, case, "RESET")
+    states["RESET"] = account_after_reset(case, appliance, created, shadow, argv)
+    if case.appliance.get("docker"):
+        states["RESET"] |= container_after_reset(case, appliance)
     return states
 
 
-async def both_sides(factory: ApplianceFactory, key: KeyPair, tmp_path: Path,
-                     workshop: Workshop) -> tuple[dict[str, State], dict[str, State]]:
-    """(stock states, module states), each side on a fresh appliance of the same spec."""
-    students_dir = stock.stock_students_dir(tmp_path / "stock")
-    spec = {"students": range(1, 6), "htpasswd_files": (workshop.htpasswd,), "skel": SKEL,
-            "students_dir": students_dir}
-    sides = []
-    for side in ("stock", "module"):
-        appliance = factory(**spec)
-        stock.open_tmp(appliance)
-        if side == "stock":
-            backend = await stock.stock_backend(tmp_path / side, appliance, key,
-                                                workshop.name, fields=workshop.fields)
-            wb, stop = backend.orders, backend.stop
-        else:
-            wb = await workshop_backend(tmp_path / side, appliance, key, workshop.name,
-                                        fields=workshop.fields)
-            stop = wb.stop
+def free_ports(keys: tuple[str, ...]) -> Ports:
+    """A base per key, each with 5 free ports after it on loopback."""
+    bases: dict[str, int] = {}
+    while len(bases) < len(keys):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + 5 < 65000 and all(_free(base + i) for i in range(5)) and not any(
+                abs(base - other) < 5 for other in bases.values()):
+            bases[keys[len(bases)]] = base
+    return Ports(bases)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
         try:
-            sides.append(await run_side(side, wb, appliance, workshop))
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+async def both_sides(case: Case, factory: ApplianceFactory, key: KeyPair, tmp_path: Path,
+                     request: pytest.FixtureRequest) -> tuple[dict[str, State], dict[str, State]]:
+    """(stock states, module states), each side on a fresh appliance of the same spec."""
+    spec = {"students": case.students, "skel": SKEL,
+            "htpasswd_files": (case.htpasswd,) if case.htpasswd else (),
+            "students_dir": stock.stock_students_dir(tmp_path / "stock"), **case.appliance}
+    ansible = None
+    if case.appliance.get("docker"):
+        try:
+            ansible = AnsibleForUser.make(ADMIN_UID, ADMIN_UID)
+        except Unavailable as why:
+            pytest.skip(str(why))
+        request.addfinalizer(ansible.close)
+    states = []
+    for name in ("stock", "module"):
+        appliance = factory(**spec)
+        stock.prepare_appliance(appliance)
+        ports = free_ports(case.ports)
+        options = {"students": case.students, "fields": case.fields,
+                   "variables": dict(ports.bases)}
+        if name == "stock":
+            backend = await stock.stock_backend(tmp_path / name, appliance, key, case.workshop,
+                                                ansible=ansible, **options)
+            wb, stop = backend.orders, backend.stop
+            host = backend.host
+
+            def variables(host: stock.StockHost = host) -> dict[str, Any]:
+                return host.student_vars(case.workshop, case.student)
+        else:
+            wb = await workshop_backend(tmp_path / name, appliance, key, case.workshop,
+                                        **options)
+            stop = wb.stop
+
+            def variables(wb: WorkshopBackend = wb) -> dict[str, Any]:
+                return StudentVars(wb.box.root / "state").load(case.student, case.workshop)
+        try:
+            states.append(await run_side(Side(name, wb, appliance, ports, variables), case))
         finally:
             await stop()
-    return sides[0], sides[1]
+        if case.appliance.get("docker"):  # one engine for both sides: start the next clean
+            request.getfixturevalue("docker_engine").reset()
+    return states[0], states[1]
 
 
-def assert_differences(workshop: Workshop, stock_states: dict[str, State],
+def assert_differences(case: Case, stock_states: dict[str, State],
                        module_states: dict[str, State]) -> None:
-    for verb, expected in workshop.expected.items():
+    for verb in stock_states:
         got, want = stock_states[verb], module_states[verb]
+        assert got.keys() == want.keys(), verb
         differences = {aspect: (got[aspect], want[aspect]) for aspect in got
                        if got[aspect] != want[aspect]}
-        assert differences == {aspect: (s, m) for aspect, (s, m, _) in expected.items()}, (
-            f"{workshop.name} after {verb}: unexpected differences (stock, module)")
+        expected = {aspect: (s, m) for aspect, (s, m, _) in case.expected.get(verb, {}).items()}
+        assert differences == expected, (
+            f"{case.workshop} after {verb}: the differences (stock, module) are not the "
+            "expected ones")
 
 
 @pytest.fixture
@@ -252,16 +479,12 @@ def stock_ready() -> None:
 
 
 @pytest.mark.usefixtures("stock_ready")
-async def test_ansible101_stock_and_module_differ_only_as_named(
-        appliance_factory: ApplianceFactory, admin_keypair: KeyPair, tmp_path: Path) -> None:
-    stock_states, module_states = await both_sides(appliance_factory, admin_keypair, tmp_path,
-                                                   ANSIBLE101)
-    assert_differences(ANSIBLE101, stock_states, module_states)
-
-
-@pytest.mark.usefixtures("stock_ready")
-async def test_stackstorm101_stock_and_module_differ_only_as_named(
-        appliance_factory: ApplianceFactory, admin_keypair: KeyPair, tmp_path: Path) -> None:
-    stock_states, module_states = await both_sides(appliance_factory, admin_keypair, tmp_path,
-                                                   STACKSTORM101)
-    assert_differences(STACKSTORM101, stock_states, module_states)
+@pytest.mark.parametrize("case", [ANSIBLE101, STACKSTORM101, SPARK101],
+                         ids=lambda case: case.workshop)
+async def test_stock_scripts_and_module_differ_only_as_named(
+        case: Case, appliance_factory: ApplianceFactory, admin_keypair: KeyPair,
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    stock_states, module_states = await both_sides(case, appliance_factory, admin_keypair,
+                                                   tmp_path, request)
+    print(json.dumps({"stock": stock_states, "module": module_states}, indent=1))
+    assert_differences(case, stock_states, module_states)

@@ -8,7 +8,11 @@ The stock scripts run as WODUSER (`wodadmin`), and count on what the installer g
 - `ssh $WODRTARGET` reaching the appliance as `wodadmin` with WODUSER's key and no question
   about host keys: a `~/.ssh/config` in its home (ssh reads the home of its uid's passwd
   entry, never $HOME);
-- the students known by name (`install -o student3`).
+- the students known by name (`install -o student3`);
+- for the container workshops, `ansible-vault` on its PATH (~/bin, from its ~/.profile) and
+  WODANSIBLEPRIVDIR with its vault_secret and `<WODGROUP>/pass/`, where the create scripts
+  vault the token and ports (`StockHost.student_vars` reads them back), and on the
+  appliance the docker group (`prepare_appliance`).
 
 The sandbox's accounts (studentN with uid 62000+N, wodadmin 62999: `wodmail.dev.sandbox`)
 are not the host's, and the host has no sudo rule for them. So the daemon serving these
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +46,19 @@ import yaml
 from support.appliances import Appliance, KeyPair
 from support.served import NotifySocket
 from support.stock_appliance_scripts import StockSettings, write_stock_scripts
+from support.user_ansible import AnsibleForUser
 from support.workshop_orders import WorkshopBackend, workshop_box
 from wodmail.config import parse_config
 from wodmail.dev.sandbox import ADMIN_UID, Sandbox
 from wodmail.dev.standins.mail_clients import send_portal_style
 from wodmail.journal.jobs import Job
 from wodmail.journal.store import JournalReader
+from wodmail.templating.varsfiles import load_vars_file
+from wodmail.templating.vault import Vault
 
 WODUSER = "wodadmin"
+GROUP = "production"  # WODGROUP
+VAULT_PASSWORD = "stock-vault-secret"
 LIMIT = 120.0
 
 # As every stock install left WODUSER: its key, its own name on the appliances, and host
@@ -104,34 +114,70 @@ class StockHost:
     def etc(self) -> Path:
         return self.folder / "etc"
 
+    @property
+    def ansible_private(self) -> Path:
+        """WODANSIBLEPRIVDIR: vault_secret, and <WODGROUP>/pass/ the scripts vault into."""
+        return self.folder / "ansible-private"
+
+    def student_vars(self, workshop: str, student: int) -> dict[str, object]:
+        """What the create scripts vaulted for the student (`pass/variables_W_N.yml`),
+        decrypted as wodmail reads it with an installation; {} when there is no file."""
+        path = self.ansible_private / GROUP / "pass" / f"variables_{workshop}_{student}.yml"
+        if not path.exists():
+            return {}
+        vault = Vault(self.ansible_private / "vault_secret", owners={ADMIN_UID})
+        return load_vars_file(path, vault)
+
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def prepare_stock_host(box: Sandbox, key: KeyPair, settings: StockSettings) -> StockHost:
-    """The temp folder of a stock backend on `box`, WODUSER logging in with `key`."""
+def prepare_stock_host(box: Sandbox, key: KeyPair, *,
+                       hostvars: Mapping[str, str | int] | None = None,
+                       ansible: AnsibleForUser | None = None) -> StockHost:
+    """The temp folder of a stock backend on `box`, WODUSER logging in with `key`; with
+    `ansible`, WODUSER has `ansible-vault` on its PATH (the container workshops vault their
+    ports and tokens)."""
     host = StockHost(Path(tempfile.mkdtemp(prefix="wodmail-stock-")))
     try:
         host.folder.chmod(0o711)
-        _woduser_home(host.home, key)
+        _woduser_home(host.home, key, ansible)
+        _ansible_private(host.ansible_private)
         _set_home(box.accounts_root / "etc" / "passwd", WODUSER, host.home)
         _namespace_etc(host.etc, box.accounts_root / "etc")
-        write_stock_scripts(host.scripts, settings)
+        write_stock_scripts(host.scripts, StockSettings(
+            str(box.students_dir), ansible_private=str(host.ansible_private), group=GROUP,
+            hostvars=hostvars or {}))
     except BaseException:
         host.close()
         raise
     return host
 
 
-def _woduser_home(home: Path, key: KeyPair) -> None:
+def _woduser_home(home: Path, key: KeyPair, ansible: AnsibleForUser | None) -> None:
     ssh = home / ".ssh"
     ssh.mkdir(parents=True, mode=0o700)
     home.chmod(0o700)
     (ssh / "config").write_text(SSH_CONFIG.format(user=WODUSER))
     shutil.copyfile(key.private, ssh / "id_wodadmin")
     (ssh / "id_wodadmin").chmod(0o600)
-    for path in (home, ssh, *ssh.iterdir()):
-        os.chown(path, ADMIN_UID, ADMIN_UID)
+    # Debian's default .profile puts ~/bin on PATH: the login shell the scripts run in
+    (home / ".profile").write_text('PATH="$HOME/bin:$PATH"\n')
+    if ansible is not None:
+        ansible.write_ansible_vault(home / "bin")
+    _own(home)
+
+
+def _ansible_private(folder: Path) -> None:
+    (folder / GROUP / "pass").mkdir(parents=True)
+    (folder / "vault_secret").write_text(VAULT_PASSWORD + "\n")
+    (folder / "vault_secret").chmod(0o600)
+    _own(folder)
+
+
+def _own(folder: Path) -> None:
+    for path in (folder, *folder.rglob("*")):
+        os.lchown(path, ADMIN_UID, ADMIN_UID)
 
 
 def _set_home(passwd: Path, user: str, home: Path) -> None:
@@ -239,10 +285,11 @@ class StockBackend:
             self.host.close()
 
 
-async def stock_backend(tmp_path: Path, appliance: Appliance, key: KeyPair, workshop: str,
-                        **options: Any) -> StockBackend:
+async def stock_backend(tmp_path: Path, appliance: Appliance, key: KeyPair, workshop: str, *,
+                        ansible: AnsibleForUser | None = None, **options: Any) -> StockBackend:
     """A running stock backend (its sandbox in `tmp_path/box`) serving `workshop` on
-    `appliance` with the stock scripts; `options` are those of `workshop_box`.
+    `appliance` with the stock scripts; `options` are those of `workshop_box` (its
+    `variables` are the scripts' hostvars too), `ansible` that of `prepare_stock_host`.
 
     The appliance's students must live where the backend's do (WODSTUDDIR is one path for
     both in the stock scripts): make it with `students_dir=stock_students_dir(tmp_path)`."""
@@ -251,7 +298,8 @@ async def stock_backend(tmp_path: Path, appliance: Appliance, key: KeyPair, work
     try:
         assert appliance.spec.students_dir == str(made.box.students_dir), (
             "the appliance's students_dir must be the stock backend's WODSTUDDIR")
-        host = prepare_stock_host(made.box, key, StockSettings(str(made.box.students_dir)))
+        host = prepare_stock_host(made.box, key, hostvars=options.get("variables"),
+                                  ansible=ansible)
         made.data["hooks"] = {"use_scripts": [workshop]}
         made.data["scripts"] = {"public": str(host.scripts), "run_as": WODUSER}
         config_file = tmp_path / "wodmail-stock.yml"
@@ -275,8 +323,14 @@ def stock_students_dir(tmp_path: Path) -> str:
     return str(tmp_path / "box" / "student")
 
 
-def open_tmp(appliance: Appliance) -> None:
-    """/tmp of an appliance whose students_dir lies under /tmp back to 1777: the appliance's
-    overlay made the folders above the homes 0755, /tmp with them, and the scripts make
-    their scratch folders there as WODUSER."""
+def prepare_appliance(appliance: Appliance) -> None:
+    """What a stock appliance had beyond the fixture's, for both kinds of backend:
+
+    - /tmp back to 1777 when the students' folder lies under /tmp (the fixture made the
+      folders above the homes 0755, /tmp with them): the scripts make their scratch
+      folders there as WODUSER;
+    - with docker, WODUSER in the docker group (the installation's docker set-up): the
+      stock Spark101 script runs `docker ps` and `docker cp` as WODUSER."""
     appliance.run("chmod", "1777", "/tmp")
+    if appliance.spec.docker:
+        appliance.run("usermod", "-a", "-G", "docker", appliance.admin)
