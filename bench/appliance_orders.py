@@ -14,6 +14,12 @@ Figures, one line each:
 3. 40 CREATEs across 2 appliances (Ansible101 on one, StackStorm101 on the other, 20
    students each) from 10 concurrent portal-style clients, module: wall time from the first
    send to the last order done, and the connections opened.
+4. A container workshop's CREATE (Spark101, module, compose v2, on the tests' Docker engine
+   and stand-in lab image: tests/support/docker_engine.py), split by its appliance calls
+   (the job result's records, each with its name and ms): the previous project removed, the
+   account, the project's files, `compose up --build -d` (build and up are one call: the
+   records cannot split them), waiting for the port (ready), finding the container, its
+   password, reading the token, the rest; p50 over the orders.
 
 Each line carries the load average when it was printed. Run as root (appliances, chpasswd,
 the stock backend's mount namespace and sudo):
@@ -29,13 +35,15 @@ import argparse
 import asyncio
 import math
 import os
+import re
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _cli import positive  # noqa: E402  (bench/ is on sys.path when a script runs)
 
-from support import appliances, reaper, stock_backend  # noqa: E402
+from support import appliances, docker_engine, reaper, stock_backend  # noqa: E402
 from support.appliances import Appliance, ApplianceRoot, KeyPair, Spec  # noqa: E402
 from support.e2e import Backend2E  # noqa: E402
 from support.workshop_orders import (  # noqa: E402
@@ -82,13 +90,28 @@ class Lab:
     key: KeyPair
     made: list[Appliance] = field(default_factory=list)
 
+    engine: docker_engine.DockerEngine | None = None
+
     def appliance(self, **options: object) -> Appliance:
         spec = Spec(admin_pubkey=self.key.public, **options)  # type: ignore[arg-type]
+        mounts = self.engine.appliance_mounts(spec.compose) if self.engine and spec.docker else []
         made = Appliance(spec, self.root, self.work / f"appliance-{len(self.made)}",
-                         self.cgroups)
+                         self.cgroups, mounts)
         self.made.append(made)
         made.start()
         return made
+
+    def start_engine(self, stack: ExitStack) -> docker_engine.DockerEngine:
+        """The tests' Docker engine (its data root kept in the cache, as the tests keep
+        it), its stand-in images built."""
+        # A short folder: the engine's socket path must fit in 107 bytes.
+        folder = Path(tempfile.mkdtemp(prefix="wodb-"))
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        data_root = stack.enter_context(docker_engine._data_root(folder / "data"))
+        self.engine = docker_engine.DockerEngine(folder, data_root, self.cgroups)
+        stack.callback(self.engine.close)
+        self.engine.build_images()
+        return self.engine
 
     def close(self) -> None:
         for made in self.made:
@@ -98,8 +121,7 @@ class Lab:
 
 @contextmanager
 def lab(work: Path) -> Iterator[Lab]:
-    (work / "root").mkdir()
-    root = appliances.prepare_root(work / "root")
+    root = appliances.prepare_root()
     reaper.leftovers(appliances.CGROUP_PREFIX)
     cgroups = reaper.ReapedCgroup(f"{appliances.CGROUP_PREFIX}{os.getpid()}-bench")
     made = Lab(work, root, cgroups, appliances.make_keypair(work / "admin-key"))
@@ -294,6 +316,88 @@ async def wait_all(wod: Backend2E, count: int, limit: float = LIMIT) -> list[Job
         await asyncio.sleep(0.05)
 
 
+# CREATE's appliance calls by what they do: (part, a pattern of the call's name). Names are
+# the command lines, cut at 128 characters.
+CALL_PARTS = (
+    ("previous project removed", r"test -d /tmp/|compose\.project=|docker rmi|rm -rf -- /tmp/"),
+    ("container password", r"docker exec .*chpasswd"),
+    ("account", r"getent passwd|sudo chpasswd|pkill|-mindepth 1"),
+    ("files", r"mkdir -p -m 0755|cat > \"\$1\.new\""),
+    ("build+up", r" -p \S+ up\b"),
+    ("ready", r"/dev/tcp/"),
+    ("container lookups", r" -p \S+ ps\b|docker inspect"),
+    ("token", r"lab list"),
+)
+
+
+def call_part(name: str) -> str:
+    for part, pattern in CALL_PARTS:
+        if re.search(pattern, name):
+            return part
+    return "other"
+
+
+def free_bases(count: int, span: int) -> list[int]:
+    """`count` base ports, each with `span` free ports after it (the containers share the
+    appliance's network: host networking)."""
+    bases: list[int] = []
+    while len(bases) < count:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + span < 65000 and all(port_free(base + i) for i in range(span)) and not any(
+                abs(base - other) < span for other in bases):
+            bases.append(base)
+    return bases
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class ContainerCreates:
+    seconds: list[float] = field(default_factory=list)
+    parts: dict[str, list[float]] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    load: str = ""
+
+
+async def container_creates(lab_: Lab, orders: int) -> ContainerCreates:
+    """`orders` Spark101 CREATEs in a row on one docker appliance (compose v2), module."""
+    students = range(401, 401 + orders)  # student N is uid N in the image: no system uid
+    appliance = lab_.appliance(students=students, docker=True, compose=("v2",), skel=SKEL)
+    keys = ("HTTPPORT-WKSHP-Spark101", "SPARKPORT-WKSHP-Spark101", "SPARKPORT2-WKSHP-Spark101")
+    ports = dict(zip(keys, free_bases(len(keys), orders), strict=True))
+    wb = await workshop_backend(lab_.work / "containers", appliance, lab_.key,
+                                "WKSHP-Spark101", students=students, variables=ports)
+    figures = ContainerCreates()
+    try:
+        await wait_key_pool(wb.config_file)
+        for student in students:
+            job = await wb.order("CREATE", student, limit=LIMIT)
+            if job.state is not JobState.DONE:
+                figures.failed.append(f"Spark101 CREATE {student}: {job.reason}")
+                continue
+            figures.seconds.append(order_seconds(job))
+            parts: dict[str, float] = {}
+            for hook in job.result["hooks"]:
+                if hook["name"].startswith("appliance "):
+                    part = call_part(hook["name"])
+                    parts[part] = parts.get(part, 0) + hook["ms"]
+            for part, ms in parts.items():
+                figures.parts.setdefault(part, []).append(ms)
+        figures.load = load()
+    finally:
+        await wb.stop()
+    return figures
+
+
 # --- the report ------------------------------------------------------------------------------
 
 
@@ -348,6 +452,18 @@ def report_burst(figures: Burst) -> None:
           f"(sshd accepted {figures.accepted}); {figures.load}")
 
 
+def report_containers(figures: ContainerCreates) -> None:
+    if not figures.seconds:
+        print("4. Spark101 CREATE: no order done")
+        return
+    order = [part for part, _ in CALL_PARTS] + ["other"]
+    split = ", ".join(f"{part} {statistics.median(figures.parts[part]):.0f} ms"
+                      for part in order if part in figures.parts)
+    print(f"4. Spark101 CREATE (module, compose v2, stand-in image), {len(figures.seconds)} "
+          f"sequential orders: recorded -> done p50 {statistics.median(figures.seconds):.2f} s; "
+          f"appliance calls p50: {split}; {figures.load}")
+
+
 # --- entry point -----------------------------------------------------------------------------
 
 
@@ -365,7 +481,18 @@ async def run(lab_: Lab, args: argparse.Namespace) -> list[str]:
     report_connections(module, stock)
     figures = await burst(lab_, args.concurrent, args.clients)
     report_burst(figures)
-    return module.failed + stock.failed + figures.failed
+    failed = module.failed + stock.failed + figures.failed
+    if args.containers:
+        why = docker_engine.missing()
+        if why:
+            print(f"4. Spark101 CREATE: no Docker engine here: {why}")
+        else:
+            with ExitStack() as stack:
+                lab_.start_engine(stack)
+                containers = await container_creates(lab_, args.containers)
+            report_containers(containers)
+            failed += containers.failed
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrent", type=positive, default=40,
                         help="CREATEs of the burst across 2 appliances (figure 3)")
     parser.add_argument("--clients", type=positive, default=10, help="concurrent clients")
+    parser.add_argument("--containers", type=int, default=3,
+                        help="Spark101 CREATEs for figure 4 (0: none)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the sandboxes go (default: a temp dir)")
     args = parser.parse_args(argv)
