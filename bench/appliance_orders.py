@@ -218,7 +218,8 @@ async def stock_side(lab_: Lab, orders: int, spec: dict[str, object]) -> Sequent
     appliance = lab_.appliance(**spec)
     stock_backend.prepare_appliance(appliance)
     backend = await stock_backend.stock_backend(lab_.work / "stock", appliance, lab_.key,
-                                                ANSIBLE, students=range(1, orders + 1))
+                                                ANSIBLE, students=range(1, orders + 1),
+                                                cgroups=lab_.cgroups)
     try:
         return await sequential(backend.orders, appliance, orders, module=False)
     finally:

@@ -25,6 +25,7 @@ import pytest
 
 from support import stock_backend as stock
 from support.appliances import Appliance, ApplianceFactory, KeyPair
+from support.reaper import ReapedCgroup
 from support.stock_appliance_scripts import FIXED_HASH
 from support.user_ansible import AnsibleForUser, Unavailable
 from support.workshop_orders import ArgvWatch, WorkshopBackend, workshop_backend
@@ -435,8 +436,9 @@ async def both_sides(case: Case, factory: ApplianceFactory, key: KeyPair, tmp_pa
         options = {"students": case.students, "fields": case.fields,
                    "variables": dict(ports.bases)}
         if name == "stock":
-            backend = await stock.stock_backend(tmp_path / name, appliance, key, case.workshop,
-                                                ansible=ansible, **options)
+            backend = await stock.stock_backend(
+                tmp_path / name, appliance, key, case.workshop, ansible=ansible,
+                cgroups=request.getfixturevalue("appliance_cgroups"), **options)
             wb, stop = backend.orders, backend.stop
             host = backend.host
 
@@ -509,7 +511,8 @@ async def test_stock_spark101_needs_compose_v2(
     ports = free_ports(case.ports)
     backend = await stock.stock_backend(tmp_path, appliance, admin_keypair, case.workshop,
                                         ansible=ansible, students=case.students,
-                                        variables=dict(ports.bases))
+                                        variables=dict(ports.bases),
+                                        cgroups=request.getfixturevalue("appliance_cgroups"))
     try:
         created = await backend.orders.order("CREATE", case.student)
     finally:
@@ -531,7 +534,7 @@ DOCKER101_PORTS = ("HTTPPORT-WKSHP-Docker101", "SSHPORT-WKSHP-Docker101")
 @pytest.mark.parametrize("compose", ["v2", "v1"])
 async def test_stock_docker101_reset_misses_a_compose_v2_container(
         compose: str, appliance_factory: ApplianceFactory, admin_keypair: KeyPair,
-        tmp_path: Path) -> None:
+        tmp_path: Path, appliance_cgroups: ReapedCgroup) -> None:
     """reset-WKSHP-Docker101.sh stops and removes the container by compose v1's name: under
     v2 the previous participant's container (and its sshd, their key authorized) runs on
     after a RESET. The student's container is made by the module here: the stock create
@@ -556,7 +559,8 @@ async def test_stock_docker101_reset_misses_a_compose_v2_container(
         assert name == (f"dockerlab{student}-dockerlab{student}-1" if compose == "v2"
                         else f"dockerlab{student}_dockerlab{student}_1")
         scripts = await stock.stock_backend(tmp_path / "stock", appliance, admin_keypair,
-                                            "WKSHP-Docker101", **options)
+                                            "WKSHP-Docker101", cgroups=appliance_cgroups,
+                                            **options)
         assert (await scripts.orders.order("CLEANUP", student)).state is JobState.DONE
         reset = await scripts.orders.order("RESET", student)
         assert reset.state is JobState.DONE, reset.reason

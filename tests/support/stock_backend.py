@@ -43,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from support import reaper
 from support.appliances import Appliance, KeyPair
 from support.served import NotifySocket
 from support.stock_appliance_scripts import StockSettings, write_stock_scripts
@@ -215,9 +216,11 @@ def _namespace_etc(etc: Path, sandbox_etc: Path) -> None:
 
 class NamespacedServe:
     """`wodmail serve --config FILE` in the stock backend's mount namespace; orders go in
-    over SMTP as the portal sends them, results are read from its journal."""
+    over SMTP as the portal sends them, results are read from its journal. With `cgroups`
+    it runs in a sub-cgroup of them, killed with them (support.reaper) if the test dies."""
 
-    def __init__(self, host: StockHost, config_file: Path, work: Path) -> None:
+    def __init__(self, host: StockHost, config_file: Path, work: Path,
+                 cgroups: reaper.ReapedCgroup | None = None) -> None:
         config = parse_config(yaml.safe_load(config_file.read_text()), str(config_file))
         self._journal = config.journal_path()
         self.log_path = work / "stock-serve.log"
@@ -227,8 +230,11 @@ class NamespacedServe:
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", MOUNTS,
                 "stock-backend", str(host.etc), str(host.folder / "etc-work"),
                 sys.executable, "-m", "wodmail.cli", "serve", "--config", str(config_file)]
+        self._cgroup = cgroups.child(f"stock-serve-{host.folder.name}") if cgroups else None
+        join = reaper.ReapedCgroup.joiner(self._cgroup) if self._cgroup else None
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env,
+                                         preexec_fn=join)
         self.port = 0
         self._reader: JournalReader | None = None
 
@@ -265,6 +271,8 @@ class NamespacedServe:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._cgroup is not None:  # what the scripts left running too
+            reaper.kill(self._cgroup)
         self._notify.close()
 
     def log(self) -> str:
@@ -286,10 +294,13 @@ class StockBackend:
 
 
 async def stock_backend(tmp_path: Path, appliance: Appliance, key: KeyPair, workshop: str, *,
-                        ansible: AnsibleForUser | None = None, **options: Any) -> StockBackend:
+                        ansible: AnsibleForUser | None = None,
+                        cgroups: reaper.ReapedCgroup | None = None,
+                        **options: Any) -> StockBackend:
     """A running stock backend (its sandbox in `tmp_path/box`) serving `workshop` on
     `appliance` with the stock scripts; `options` are those of `workshop_box` (its
-    `variables` are the scripts' hostvars too), `ansible` that of `prepare_stock_host`.
+    `variables` are the scripts' hostvars too), `ansible` that of `prepare_stock_host`,
+    `cgroups` those of `NamespacedServe` (the tests' `appliance_cgroups`).
 
     The appliance's students must live where the backend's do (WODSTUDDIR is one path for
     both in the stock scripts): make it with `students_dir=stock_students_dir(tmp_path)`."""
@@ -304,7 +315,7 @@ async def stock_backend(tmp_path: Path, appliance: Appliance, key: KeyPair, work
         made.data["scripts"] = {"public": str(host.scripts), "run_as": WODUSER}
         config_file = tmp_path / "wodmail-stock.yml"
         config_file.write_text(yaml.safe_dump(made.data))
-        wod = NamespacedServe(host, config_file, tmp_path)
+        wod = NamespacedServe(host, config_file, tmp_path, cgroups)
         try:
             await wod.start()
         except BaseException:
