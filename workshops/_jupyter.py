@@ -61,6 +61,10 @@ class JupyterLab:
     def provides(self) -> tuple[str, ...]:
         return (self.token_var, "HTTPPORT", *((self.extra_var,) if self.extra_var else ()))
 
+    @property
+    def images(self) -> tuple[str, ...]:
+        return (f"{self.name}:latest",)
+
     def service(self, ctx: HookContext) -> str:
         return f"{self.name}{ctx.student}"
 
