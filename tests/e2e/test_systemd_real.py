@@ -9,6 +9,7 @@ debootstrap, no cgroup v2). The first run builds the root file system with deboo
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
@@ -71,7 +72,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nspawn.Container]:
     (rootfs / "etc" / "wodmail").mkdir(mode=0o700)
     (rootfs / "etc" / "wodmail" / "wodmail.yml").write_text(CONFIG)
     (rootfs / "student").mkdir()
-    container = nspawn.Container(rootfs, f"wodmail-test-{work.name}")
+    container = nspawn.Container(rootfs, f"wodmail-test-{os.getpid()}-{work.name}")
     try:
         container.run("python3", "-m", "venv", "/opt/wodmail/.venv")
         container.run("/opt/wodmail/.venv/bin/pip", "-q", "install", "--no-index",

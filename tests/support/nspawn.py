@@ -141,9 +141,7 @@ class Container:
 
 def leftovers(prefix: str) -> None:
     """Containers of an earlier run its reaper could not end (the machine rebooted mid-run
-    cannot leave any; a reaper killed with the test can): end them now."""
-    root = reaper.unified_root()
-    if root is None:
-        return
-    for cgroup in root.glob(f"{prefix}*"):
-        reaper.kill(cgroup)
+    cannot leave any; a reaper killed with the test can): end them now. A container is named
+    `<prefix><pid>-...` after the test process holding it; those of a test process still
+    running (another session on this machine) are left alone."""
+    reaper.leftovers(prefix)
