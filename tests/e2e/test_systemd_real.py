@@ -162,6 +162,16 @@ def test_reload_is_applied_and_shown_by_healthz(box):
     print(f"systemctl reload returned after {returned * 1000:.0f} ms")
 
 
+def test_wodmail_reload_wait_returns_with_the_config_applied(box):
+    _wait_active(box)
+    before = _health(box)["config"]
+    # The admin's command finds the unit's daemon by the journal's lock (on the container's
+    # overlay file system) and waits on /healthz: the generation has grown when it returns.
+    done = box.run("/opt/wodmail/.venv/bin/wodmail", "reload", "--wait")
+    assert f"generation {before['generation'] + 1}" in done.stdout, done.stdout + done.stderr
+    assert _health(box)["config"]["generation"] == before["generation"] + 1
+
+
 def test_a_stalled_daemon_is_killed_by_the_watchdog_and_restarted(box):
     _wait_active(box)
     # A shorter watchdog for the test (a drop-in: the shipped unit stays as it is).
