@@ -183,13 +183,23 @@ def remove_cgroup(cgroup: Path) -> None:
                 time.sleep(0.1)
 
 
+def container_name(prefix: str, tag: str) -> str:
+    """A container (and cgroup) name no other test session uses at the same time: it
+    carries the test process's pid, which `leftovers` reads back."""
+    return f"{prefix}{os.getpid()}-{tag}"
+
+
 def leftovers(prefix: str) -> None:
     """Containers of an earlier run its reaper could not end (the machine rebooted mid-run
-    cannot leave any; a reaper killed with the test can): end them now."""
+    cannot leave any; a reaper killed with the test can): end them now. A container whose
+    test process still runs (another session on this machine) is left alone."""
     root = unified_root()
     if root is None:
         return
     for cgroup in root.glob(f"{prefix}*"):
+        owner = cgroup.name[len(prefix):].split("-", 1)[0]
+        if owner.isdigit() and Path(f"/proc/{owner}").exists():
+            continue
         try:
             (cgroup / "cgroup.kill").write_text("1")
         except OSError:
