@@ -112,7 +112,7 @@ class Converter:
         absent = [tool for tool in fmt.tools if shutil.which(tool, path=self.path) is None]
         if absent:
             return (f"{fmt.verb} needs {' and '.join(absent)}, not found on {self.path}: "
-                    f"install them (apt-get install {' '.join(fmt.debian)})")
+                    f"apt-get install {' '.join(fmt.debian)}")
         return None
 
     def missing_exporter(self, fmt: Format, student: PasswdEntry) -> str | None:
