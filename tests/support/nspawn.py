@@ -139,6 +139,12 @@ class Container:
             self.proc.wait()
 
 
+def container_name(prefix: str, tag: str) -> str:
+    """A container (and cgroup) name no other test session uses at the same time: it
+    carries the test process's pid, which `leftovers` reads back."""
+    return f"{prefix}{os.getpid()}-{tag}"
+
+
 def leftovers(prefix: str) -> None:
     """Containers of an earlier run its reaper could not end (the machine rebooted mid-run
     cannot leave any; a reaper killed with the test can): end them now. A container is named
