@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System tools the tests use for real (chpasswd, ssh-keygen, setfacl, slapd, shc, openssl,
-# debootstrap, dockerd).
+# debootstrap, dockerd, pandoc ...).
 # Installs what is missing when running as root with apt-get; otherwise the
 # tests that need a tool skip with the reason.
 set -euo pipefail
@@ -12,6 +12,10 @@ command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapadd >/dev/null || need+=(ldap-utils)
 command -v shc >/dev/null || need+=(shc)
 command -v openssl >/dev/null || need+=(openssl)
+# wodmail-test WORD converts notebooks with nbconvert's docx exporter, which runs pandoc
+# (21 MB to download). PDF also needs xelatex (texlive, hundreds of MB): not installed, its
+# test checks the one-line "install ..." message instead.
+command -v pandoc >/dev/null || need+=(pandoc)
 # The status page is tested in a real headless browser.
 command -v chromium >/dev/null || need+=(chromium)
 # systemd-analyze checks the shipped units (nothing is started: a container is not harmed).

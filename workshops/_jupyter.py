@@ -61,6 +61,10 @@ class JupyterLab:
     def provides(self) -> tuple[str, ...]:
         return (self.token_var, "HTTPPORT", *((self.extra_var,) if self.extra_var else ()))
 
+    @property
+    def images(self) -> tuple[str, ...]:
+        return (f"{self.name}:latest",)
+
     def service(self, ctx: HookContext) -> str:
         return f"{self.name}{ctx.student}"
 
@@ -71,7 +75,8 @@ class JupyterLab:
         http_port = student_port(ctx, self.http_key)
         extras = [(student_port(ctx, key), inside) for key, inside in self.extra_ports]
         await project.write(self._files(ctx, http_port, extras), executable=("entrypoint.sh",))
-        await project.up(build=True)
+        await project.build(project.project)
+        await project.up()
         await project.wait_port(http_port)
         service = self.service(ctx)
         if ctx.password:

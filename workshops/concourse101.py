@@ -40,7 +40,7 @@ async def create(ctx: HookContext) -> None:
     await project.down()
     await setup_student_account(ctx)
     await project.write(_files(ctx, http_port), private=(".env.concourse",))
-    await project.up(build=False)
+    await project.up()
     await project.wait_port(http_port)
     ctx.student_vars["HTTPPORT"] = http_port
 

@@ -9,8 +9,6 @@ and `/opt/conda/bin/jupyter-nbconvert`, and reach https://github.com/hpe-dev-inc
 
 from __future__ import annotations
 
-from wodmail.hooks import HookContext
-
 from ._jupyter import JupyterLab
 
 LAB = JupyterLab(
@@ -23,16 +21,5 @@ LAB = JupyterLab(
 )
 WORKSHOPS = (LAB.workshop,)
 PROVIDES = LAB.provides
-IMAGES = (f"{LAB.name}:latest",)
-
-
-async def create(ctx: HookContext) -> None:
-    await LAB.create(ctx)
-
-
-async def cleanup(ctx: HookContext) -> None:
-    await LAB.cleanup(ctx)
-
-
-async def reset(ctx: HookContext) -> None:
-    await LAB.reset(ctx)
+IMAGES = LAB.images
+create, cleanup, reset = LAB.create, LAB.cleanup, LAB.reset

@@ -66,7 +66,8 @@ async def create(ctx: HookContext) -> None:
     await project.down(images=(project.project,))
     await setup_student_account(ctx)
     await project.write(_files(ctx, http_port, ssh_port), executable=("entrypoint.sh",))
-    await project.up(build=True)
+    await project.build(project.project)
+    await project.up()
     await project.wait_port(ssh_port)
     if ctx.password:
         await project.set_password(project.project, ctx.password)

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import time
 import traceback
@@ -19,7 +20,13 @@ from typing import Any
 from wodmail.config import Config, describe_location, load_config
 from wodmail.errors import ConfigurationError, WodmailError
 from wodmail.journal.jobs import Job, JobState
-from wodmail.journal.store import RAW_KEPT_BYTES, JournalAdmin, JournalReader, daemon_holds
+from wodmail.journal.store import (
+    RAW_KEPT_BYTES,
+    JournalAdmin,
+    JournalReader,
+    daemon_holds,
+    daemon_pid,
+)
 from wodmail.logs import configure_logging
 from wodmail.safefiles import UnsafeFile
 
@@ -144,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         "next connection pins the key it offers then")
     _common(forget)
     forget.add_argument("address", help="the appliance's address, as in IP-<WS>")
+    reload = _command(commands, "reload",
+                      "make the running daemon read its config again (SIGHUP), and with --wait "
+                      "wait until it has applied it")
+    reload.add_argument("--wait", action="store_true",
+                        help="wait (reading /healthz) until the reload is applied; exit 1 if "
+                        "the daemon refused the config or the timeout passed")
+    reload.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+                        help="seconds --wait waits (default 30)")
 
     demo = _command(commands, "demo",
                     "run CREATE and CLEANUP against a sandboxed backend and show everything")
@@ -159,6 +174,16 @@ def _days(text: str) -> float:
     if days < 0:
         raise argparse.ArgumentTypeError(f"days must be 0 or more, got {text}")
     return days
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"seconds must be more than 0, got {text}")
+    return seconds
 
 
 def _admin(config: Config) -> JournalAdmin:
@@ -547,6 +572,40 @@ def _cmd_appliance(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+REFUSED_RELOAD_LOG = ("journalctl -u wodmail -o cat | jq -r "
+                      "'select(.event | startswith(\"configuration not reloaded\")) | .reason'")
+
+
+def _cmd_reload(config: Config, args: argparse.Namespace) -> int:
+    from wodmail.status.probe import HealthProbe
+
+    pid = daemon_pid(config.journal_path())
+    if pid is None:
+        raise WodmailError(f"no running wodmail holds the journal {config.journal_path()}: "
+                           "nothing to reload")
+    probe = HealthProbe.from_settings(config.status, timeout=args.timeout) if args.wait else None
+    try:
+        before = probe.config_state() if probe else None
+    except WodmailError as exc:
+        raise WodmailError(f"{exc}; no SIGHUP sent") from None
+    os.kill(pid, signal.SIGHUP)
+    if probe is None or before is None:
+        print(f"SIGHUP sent to wodmail (pid {pid}); `wodmail reload --wait` waits until the "
+              "config is applied")
+        return EXIT_OK
+    after = probe.wait_past(before, args.timeout)
+    if after is None:
+        raise WodmailError(f"SIGHUP sent to wodmail (pid {pid}), but no reload finished within "
+                           f"{args.timeout:g} s (/healthz still says generation "
+                           f"{before.generation}, {before.reloads} reloads)")
+    if after.last_reload != "applied":
+        raise WodmailError(f"wodmail (pid {pid}) refused the configuration; the running one "
+                           f"stays (generation {after.generation}). Its reason is in its log: "
+                           f"{REFUSED_RELOAD_LOG}")
+    print(f"configuration reloaded: generation {after.generation} (was {before.generation})")
+    return EXIT_OK
+
+
 def _cmd_demo(config: Config, args: argparse.Namespace) -> int:
     from wodmail.dev.demo import run_demo
 
@@ -569,6 +628,7 @@ COMMANDS = {
     "prune": _cmd_prune,
     "relay": _cmd_relay,
     "appliance": _cmd_appliance,
+    "reload": _cmd_reload,
 }
 
 
@@ -587,6 +647,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_refused_file(exc, args.json)
         for line in str(exc).splitlines():  # one line per problem, each naming file and key
             print(f"wodmail: {line}", file=sys.stderr)
+        if args.command == "reload":
+            print("wodmail: no SIGHUP sent: the daemon would refuse this config too and keep "
+                  "its running one", file=sys.stderr)
         return EXIT_ERROR
     except WodmailError as exc:
         print(f"wodmail: {exc}", file=sys.stderr)

@@ -3,6 +3,10 @@
 One mail per student (customer id 0: no participant), except RESET, which sends one mail
 for the whole `MIN,MAX` range; PURGE refuses a range. With --wait, waits for each order's
 result in the journal and prints it (for a CREATE, the student's new password).
+
+PDF and WORD send nothing: as the old tool did on the backend, they convert the notebooks of
+`<students_dir>/studentN/WORKSHOP` with the JupyterHub environment's nbconvert (JPHUB), as
+the student (`wodmail.host.convert`), for each student of the range.
 """
 
 from __future__ import annotations
@@ -18,13 +22,18 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from wodmail.cli import render_job
+from wodmail.cli import render_job, terminal_safe
 from wodmail.config import Config, describe_location, load_base_variables, load_config
-from wodmail.errors import ConfigurationError, WodmailError
+from wodmail.errors import ConfigurationError, TemplateError, WodmailError
+from wodmail.host.convert import Converter, Format, Formats
 from wodmail.journal.store import JournalReader
 from wodmail.logs import configure_logging
+from wodmail.orders import is_workshop_name
+from wodmail.templating.renderer import Renderer
+from wodmail.userdb import UserDb
 
 VERBS = ("CREATE", "CLEANUP", "RESET", "PURGE")
+CONVERSIONS = {fmt.value.verb: fmt.value for fmt in Formats}
 JOB_REPLY = re.compile(rb"job (\d+)")
 
 
@@ -56,9 +65,14 @@ def plan_mails(verb: str, workshop: str, low: int, high: int) -> list[tuple[str,
 
 
 EXIT_CODES = """\
+PDF and WORD (on the backend, as root) convert each student's WORKSHOP/*.ipynb with the
+JupyterHub environment's nbconvert (JPHUB), as the student, beside the notebooks.
+
 exit codes:
-  0  every order was accepted (and, with --wait, is done)
-  1  an order was refused or failed, the daemon could not be reached, or the config is bad
+  0  every order was accepted (and, with --wait, is done); PDF, WORD: every notebook converted
+  1  an order was refused or failed, the daemon could not be reached, or the config is bad;
+     PDF, WORD: a notebook not converted, or the converter or a tool missing (the line says
+     what to install)
   2  bad command-line arguments
 """
 
@@ -68,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wodmail-test", description=__doc__.split("\n")[0], epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("verb", type=str.upper, help="CREATE, CLEANUP, RESET or PURGE")
+    parser.add_argument("verb", type=str.upper,
+                        help="CREATE, CLEANUP, RESET or PURGE; or PDF or WORD (convert the "
+                             "students' notebooks, on the backend, as root)")
     parser.add_argument("workshop", help="e.g. WKSHP-API101 or CHLG-API101")
     parser.add_argument("range", nargs="?", help="MIN or MIN,MAX (default: students.min)")
     parser.add_argument("--config", "-c", type=Path, default=None, metavar="FILE",
@@ -81,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="envelope and From address (default: the first sender the daemon"
                              " allows: allowed_senders, else WODSENDER)")
     parser.add_argument("--wait", action="store_true", help="wait for each result and print it")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds --wait waits (PDF, WORD: a student's conversion may take)")
     return parser
 
 
@@ -145,17 +162,70 @@ def wait_for(config: Config, job_ids: list[int], timeout: float) -> bool:
     return ok
 
 
+def jupyterhub_env(config: Config, variables: dict[str, Any]) -> Path:
+    """JPHUB, the JupyterHub venv, as the old tool read it (an installation variable:
+    wod-backend's group_vars/all.yml, or wodmail.yml's `vars`); without one, wodmail's own
+    environment (where the `[convert]` extra installs nbconvert)."""
+    if "JPHUB" in variables:
+        try:
+            value = Renderer(variables).value("JPHUB")
+        except TemplateError as exc:
+            raise ConfigurationError(f"JPHUB: {exc}") from None
+        if value:
+            return Path(str(value))
+    installation = config.wod_installation
+    if installation is not None and installation.values.get("JPHUB"):
+        return Path(installation.values["JPHUB"])
+    return Path(sys.prefix)
+
+
+def convert(config: Config, fmt: Format, workshop: str, low: int, high: int,
+            timeout: float) -> bool:
+    """Converts each student's notebooks of `workshop`; False when anything failed."""
+    converter = Converter(jupyterhub_env(config, load_base_variables(config)))
+    missing = converter.missing(fmt)
+    if missing:
+        print(f"wodmail-test: {missing}", file=sys.stderr)
+        return False
+    users = UserDb(config.accounts.root)
+    missing = converter.missing_exporter(fmt, users.user(f"student{low}"))
+    if missing:
+        print(f"wodmail-test: {missing}", file=sys.stderr)
+        return False
+    ok = True
+    for student in range(low, high + 1):
+        entry = users.user(f"student{student}")
+        folder = config.students_dir / f"student{student}" / workshop
+        done = converter.convert(fmt, folder, entry, timeout)
+        for name in done.made:
+            print(terminal_safe(f"student{student}: {folder / name}"))
+        if done.failed or not done.made:
+            ok = False
+            what = ", ".join(done.failed) or "no notebooks"
+            print(terminal_safe(f"wodmail-test: student{student}: {fmt.verb} failed in "
+                                f"{folder}: {what}"), file=sys.stderr)
+            for line in done.output.splitlines()[-20:]:
+                print(terminal_safe(f"  | {line}"), file=sys.stderr)
+    return ok
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(quiet_level=logging.WARNING)  # results are printed; logs only warn
     try:
-        if args.verb not in VERBS:
-            raise UsageError(f"VERB must be one of {', '.join(VERBS)}, not {args.verb!r}")
+        if args.verb not in (*VERBS, *CONVERSIONS):
+            raise UsageError(f"VERB must be one of {', '.join((*VERBS, *CONVERSIONS))}, "
+                             f"not {args.verb!r}")
         if args.config is None:
             print(f"wodmail-test: {describe_location()}", file=sys.stderr)
         config = load_config(args.config)
         low, high = parse_range(args.range, config)
+        if args.verb in CONVERSIONS:
+            if not is_workshop_name(args.workshop):
+                raise UsageError(f"not a workshop folder name: {args.workshop!r}")
+            return 0 if convert(config, CONVERSIONS[args.verb], args.workshop, low, high,
+                                args.timeout) else 1
         mails = plan_mails(args.verb, args.workshop, low, high)
     except UsageError as exc:
         parser.print_usage(sys.stderr)
@@ -164,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         for line in str(exc).splitlines():
             print(f"wodmail-test: {line}", file=sys.stderr)
+        return 1
+    except WodmailError as exc:  # PDF, WORD: no such student, not root
+        print(f"wodmail-test: {exc}", file=sys.stderr)
         return 1
     try:
         job_ids = send(config, args, mails)

@@ -127,6 +127,9 @@ def test_a_student_runs_a_lab_with_docker_compose(
 
     appliance.run("sh", "-c", f"cd {folder} && {compose} down -t 1", user=f"student{n}")
     assert [c["Names"] for c in docker_engine.containers()] == []
+    assert docker_engine.new_images(), "the lab's image is still there after down"
+    docker_engine.reset()
+    assert docker_engine.new_images() == []
 
 
 @pytest.mark.parametrize("present", [("v1",), ("v2",), ("v1", "v2")])

@@ -135,11 +135,17 @@ async def test_docker101_student_logs_in_to_their_container_with_their_backend_k
         extra = {"privileged_containers": False}
     wb = await workshop_backend(tmp_path, appliance, admin_keypair, "WKSHP-Docker101",
                                 variables=ports, appliance_options=extra, students=STUDENTS)
+    lab = wb.box.root / "notebooks" / "WKSHP-Docker101" / "lab.ipynb"
+    lab.write_text('{"cells": ["http://{{ hostvars[inventory_hostname][\'IP-WKSHP-Docker101\'] '
+                   '}}:{{ HTTPPORT }} student{{ STDID }}"]}')
     try:
         created = await wb.order("CREATE", N)
         assert created.state is JobState.DONE, created.reason
         ssh_port = base + 7
         assert student_vars(wb, N)["HTTPPORT"] == base + 2
+        # the port the module set reaches the notebook deployed after it
+        notebook = (wb.home(N) / "WKSHP-Docker101" / "lab.ipynb").read_text()
+        assert f"http://{appliance.address}:{base + 2} student{N}" in notebook
         home = wb.home(N)
         config = (home / ".ssh" / "config").read_text()
         assert f"Host {appliance.address}\n" in config and f"    Port {ssh_port}\n" in config

@@ -474,36 +474,6 @@ async def test_password_never_reaches_the_logs(sandbox, backend, capsys):
         assert secret not in err
 
 
-@needs_root
-async def test_docker101_handler_port_reaches_the_notebook(tmp_path):
-    box = make_sandbox(tmp_path / "d", students=range(1, 11), base_id=BASE)
-    folder = box.notebooks / "WKSHP-Docker101"
-    folder.mkdir()
-    (folder / "0-ReadMeFirst.ipynb").write_text(
-        '{"cells": ["Your lab: http://{{ WODRTARGETIP }}:{{ HTTPPORT }} as student{{ STDID }}"]}\n')
-    box.portal.add_workshop(notebook="WKSHP-Docker101", range=[1, 10], capacity=10,
-                            multiappliance=True)
-    try:
-        wod = await Backend2E(box, box.config(vars={
-            "IP-WKSHP-Docker101": "192.0.2.10",
-            "HTTPPORT-WKSHP-Docker101": 14000,
-            "SSHPORT-WKSHP-Docker101": 15000,
-            "WODRTARGETIP": "{{ hostvars[inventory_hostname]['IP-WKSHP-Docker101'] }}",
-        })).start()
-        job = await wod.order("CREATE 3 3", "WKSHP-Docker101")
-        await wod.stop()
-    finally:
-        box.close()
-    assert job.state is JobState.DONE, job.reason
-    assert job.result["target"] == "192.0.2.12"  # base IP + (3 - range min)
-    notebook = (box.home(3) / "WKSHP-Docker101" / "0-ReadMeFirst.ipynb").read_text()
-    assert "http://192.0.2.10:14002 as student3" in notebook
-    ssh_config = (box.home(3) / ".ssh" / "config").read_text()
-    assert "Host 192.0.2.12" in ssh_config and "Port 15002" in ssh_config
-    assert [run["name"] for run in job.result["hooks"]] == [
-        "module wodmail.workshops.docker101:create"]
-
-
 async def test_object_promise_with_an_unknown_customer_fails_with_the_reason(sandbox, backend):
     wod = await backend()
     job = await wod.order("PURGE [object Promise] 99", WS)  # no customer 99 in the API-DB

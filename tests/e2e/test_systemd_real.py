@@ -34,9 +34,32 @@ allowed_networks: [127.0.0.0/8]
 allowed_senders: [portal@example.org]
 status:
   listen: 127.0.0.1:9925
+students: {min: 1, max: 3}
+notebooks: {public: /srv/notebooks}
+handlers: {private: /etc/wodmail/handlers}
 """
 SUBJECT = "CREATE 1 1 p1@example.com"
 LIMIT = 120.0
+# A private handler module whose create hook blocks the daemon's event loop (a synchronous
+# sleep, as a careless handler would) on its first run only: the marker file says it ran.
+STALL = "WKSHP-Stall"
+MARKER = "/var/lib/wodmail/stalled-once"
+STALLING_HANDLER = f"""\
+import time
+from pathlib import Path
+
+from wodmail.hooks import HookContext
+
+WORKSHOPS = ("{STALL}",)
+MARKER = Path("{MARKER}")
+
+
+async def create(ctx: HookContext) -> None:
+    if not MARKER.exists():
+        MARKER.write_text("the event loop was stalled once\\n")
+        time.sleep(3600)  # no await: the loop stops, and with it WATCHDOG=1
+"""
+NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
 
 
 def _wheelhouse(folder: Path) -> Path:
@@ -71,13 +94,22 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nspawn.Container]:
     (rootfs / "etc" / "wodmail").mkdir(mode=0o700)
     (rootfs / "etc" / "wodmail" / "wodmail.yml").write_text(CONFIG)
     (rootfs / "student").mkdir()
-    container = nspawn.Container(rootfs, f"wodmail-test-{work.name}")
+    for workshop in ("WKSHP-API101", STALL):
+        folder = rootfs / "srv" / "notebooks" / workshop
+        folder.mkdir(parents=True)
+        (folder / "0-ReadMeFirst.ipynb").write_text(NOTEBOOK)
+    (rootfs / "etc" / "wodmail" / "handlers").mkdir(mode=0o700)
+    (rootfs / "etc" / "wodmail" / "handlers" / "stall.py").write_text(STALLING_HANDLER)
+    container = nspawn.Container(rootfs, nspawn.container_name("wodmail-test-", work.name))
     try:
         container.run("python3", "-m", "venv", "/opt/wodmail/.venv")
         container.run("/opt/wodmail/.venv/bin/pip", "-q", "install", "--no-index",
                       "--find-links", "/opt/wheelhouse", f"/opt/wheelhouse/{wheel.name}",
                       timeout=600)
         container.run("systemctl", "daemon-reload")
+        container.run("useradd", "--home-dir", "/student/student3", "--create-home",
+                      "--shell", "/bin/bash", "student3")
+        container.run("chmod", "0750", "/student/student3")
         yield container
     finally:
         container.close()
@@ -95,13 +127,13 @@ def _python(box: nspawn.Container, code: str) -> str:
     return box.run("/opt/wodmail/.venv/bin/python", "-c", code).stdout
 
 
-def _order(box: nspawn.Container, subject: str = SUBJECT) -> str:
+def _order(box: nspawn.Container, subject: str = SUBJECT, workshop: str = "WKSHP-API101") -> str:
     """One order through port 10025, as the portal sends it; the server's last reply."""
     return _python(box, f"""
 import smtplib
 from email.message import EmailMessage
 m = EmailMessage(); m["From"] = "portal@example.org"; m["Subject"] = {subject!r}
-m.set_content("WKSHP-API101")
+m.set_content({workshop!r})
 with smtplib.SMTP("127.0.0.1", 10025, timeout=60) as s:
     s.ehlo("portal"); s.mail("portal@example.org"); s.rcpt("wodadmin@backend")
     print(s.data(m.as_bytes()))
@@ -162,7 +194,22 @@ def test_reload_is_applied_and_shown_by_healthz(box):
     print(f"systemctl reload returned after {returned * 1000:.0f} ms")
 
 
-def test_a_stalled_daemon_is_killed_by_the_watchdog_and_restarted(box):
+def test_wodmail_reload_wait_returns_with_the_config_applied(box):
+    _wait_active(box)
+    before = _health(box)["config"]
+    # The admin's command finds the unit's daemon by the journal's lock (on the container's
+    # overlay file system) and waits on /healthz: the generation has grown when it returns.
+    done = box.run("/opt/wodmail/.venv/bin/wodmail", "reload", "--wait")
+    assert f"generation {before['generation'] + 1}" in done.stdout, done.stdout + done.stderr
+    assert _health(box)["config"]["generation"] == before["generation"] + 1
+
+
+def _job(box: nspawn.Container, job: int) -> dict:  # type: ignore[type-arg]
+    shown = box.run("/opt/wodmail/.venv/bin/wodmail", "show", str(job), "--json", check=False)
+    return dict(json.loads(shown.stdout))
+
+
+def test_a_stalled_event_loop_is_killed_by_the_watchdog_and_the_order_resumed(box):
     _wait_active(box)
     # A shorter watchdog for the test (a drop-in: the shipped unit stays as it is).
     box.run("mkdir", "-p", "/run/systemd/system/wodmail.service.d")
@@ -173,15 +220,28 @@ def test_a_stalled_daemon_is_killed_by_the_watchdog_and_restarted(box):
     _wait_active(box)
     old = box.show("wodmail.service", "MainPID")
     restarts = int(box.show("wodmail.service", "NRestarts"))
-    box.run("kill", "-STOP", old)  # no event loop runs: no WATCHDOG=1
+    reply = _order(box, "CREATE 3 3 p3@example.com", STALL)
+    match = re.search(r"job (\d+)", reply)
+    assert "250" in reply and match, reply
+    job = int(match.group(1))
+    # The create hook blocks the event loop: no WATCHDOG=1 for 3 s, systemd kills the
+    # daemon (SIGABRT) and starts it again (Restart=on-failure).
     box.wait_for(lambda: int(box.show("wodmail.service", "NRestarts")) > restarts,
                  "the watchdog's restart")
     _wait_active(box)
     assert box.show("wodmail.service", "MainPID") != old
     log = box.run("journalctl", "-u", "wodmail", "--no-pager").stdout
     assert "Watchdog timeout" in log, log[-3000:]
-    reply = _order(box, "CREATE 2 2 p2@example.com")
-    assert "250" in reply, reply
+    assert box.run("test", "-f", MARKER, check=False).returncode == 0  # it did stall
+    # The new daemon resumes the order it found running: the hook runs again (no stall
+    # this time) and the CREATE ends done, its first attempt recorded as interrupted.
+    box.wait_for(lambda: _job(box, job).get("state") in ("done", "failed"), f"job {job}")
+    shown = _job(box, job)
+    assert shown["state"] == "done", shown
+    attempts = [(entry["trigger"], entry["outcome"]) for entry in shown["attempt_log"]]
+    assert attempts == [("received", "interrupted"), ("restart", "done")], shown["attempt_log"]
+    assert box.run("test", "-f", f"/student/student3/{STALL}/0-ReadMeFirst.ipynb",
+                   check=False).returncode == 0
     box.run("rm", "-r", "/run/systemd/system/wodmail.service.d")
     box.run("systemctl", "daemon-reload")
     box.run("systemctl", "restart", "wodmail.service")

@@ -167,11 +167,10 @@ class DockerEngine:
     def build_images(self) -> None:
         """The base from the appliances' root tarball, then every stand-in image; none of it
         if a data root kept from an earlier session has them all."""
-        # What a session killed mid-test left there.
-        self._keep = set(self._image_ids())
-        self.reset()
         tags = [BASE, *(tag for group in IMAGES.values() for tag in group)]
+        self._forget_all_but(tags)
         if self.cli("image", "inspect", *tags, check=False).returncode == 0:
+            self._keep = set(self._image_ids())
             self.timings["images kept"] = 0.0
             return
         started = time.monotonic()
@@ -190,6 +189,17 @@ class DockerEngine:
                      str(LAB_IMAGES / f"{kind}.Dockerfile"), *names, str(LAB_IMAGES))
             self.timings[f"build {kind}"] = time.monotonic() - started
         self._keep = set(self._image_ids())
+
+    def _forget_all_but(self, tags: list[str]) -> None:
+        """What a session killed mid-test left in a kept data root: containers, networks,
+        volumes, images other than `tags`."""
+        self._keep = set(self._image_ids())
+        self.reset()
+        listed = self.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        others = [tag for tag in listed if tag not in tags and "<none>" not in tag]
+        dangling = self.cli("images", "-q", "--filter", "dangling=true").stdout.split()
+        if others or dangling:
+            self.cli("rmi", "-f", *others, *dangling, check=False)
 
     def _image_ids(self) -> list[str]:
         return self.cli("images", "-aq", "--no-trunc").stdout.split()
@@ -216,11 +226,15 @@ class DockerEngine:
         containers = self.cli("ps", "-aq").stdout.split()
         if containers:
             self.cli("rm", "-f", "-v", *containers)
-        images = [i for i in self._image_ids() if i not in self._keep]
+        images = self.new_images()
         if images:
             self.cli("rmi", "-f", *images, check=False)
         self.cli("network", "prune", "-f")
         self.cli("volume", "prune", "-f")
+
+    def new_images(self) -> list[str]:
+        """IDs of the images that are not the stand-ins (those the tests built)."""
+        return [i for i in self._image_ids() if i not in self._keep]
 
     def containers(self) -> list[dict[str, str]]:
         """Every container, running or not, as `docker ps -a` sees it (Names, Image, State...)."""

@@ -139,11 +139,15 @@ class Container:
             self.proc.wait()
 
 
+def container_name(prefix: str, tag: str) -> str:
+    """A container (and cgroup) name no other test session uses at the same time: it
+    carries the test process's pid, which `leftovers` reads back."""
+    return f"{prefix}{os.getpid()}-{tag}"
+
+
 def leftovers(prefix: str) -> None:
     """Containers of an earlier run its reaper could not end (the machine rebooted mid-run
-    cannot leave any; a reaper killed with the test can): end them now."""
-    root = reaper.unified_root()
-    if root is None:
-        return
-    for cgroup in root.glob(f"{prefix}*"):
-        reaper.kill(cgroup)
+    cannot leave any; a reaper killed with the test can): end them now. A container is named
+    `<prefix><pid>-...` after the test process holding it; those of a test process still
+    running (another session on this machine) are left alone."""
+    reaper.leftovers(prefix)

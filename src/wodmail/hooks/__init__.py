@@ -112,7 +112,7 @@ connection: `run(*argv, input=..., sudo=..., user=...)` returning `Completed`, `
 `setup_student_account(ctx)` (`create-appliance.sh`: password, home from /etc/skel, the
 student's key; returns the `ApplianceUser`), `reset_student_account(ctx)`
 (`reset-appliance.sh`), `set_htpasswd(ctx, path)`, `ComposeProject(ctx, name)` (the
-student's docker compose project: `write`, `up`, `wait_port`, `exec`, `jupyter_token`,
+student's docker compose project: `write`, `build`, `up`, `wait_port`, `exec`, `jupyter_token`,
 `set_password`, `completion`, `down`; compose v2 or v1), `student_port(ctx, key)` (BASE +
 N - range[0]), and on the backend `read_public_key(ctx)`, `read_home_file` and
 `write_home_file` (files in the student's home, never through a link).

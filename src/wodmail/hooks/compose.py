@@ -72,10 +72,16 @@ class ComposeProject:
                 "sh", "-c", _WRITE, "write", path, mode, input=text,
             )
 
-    async def up(self, *, build: bool = True, within: float = BUILD_SECONDS) -> None:
-        """`compose up [--build] -d` in the project folder."""
-        args = ["up", "--build", "-d"] if build else ["up", "-d"]
-        await self._compose(*args, limit=within)
+    async def build(self, image: str, *, within: float = BUILD_SECONDS) -> None:
+        """`docker build --force-rm -t image` of the project folder: what `compose up
+        --build` did, but a failed build leaves no intermediate container behind (the
+        classic builder keeps them), with either compose version."""
+        await self._as_student("sh", "-c", 'cd "$1" && docker build --force-rm -q -t "$2" .',
+                               "build", self.directory, image, limit=within)
+
+    async def up(self, *, within: float = BUILD_SECONDS) -> None:
+        """`compose up -d` in the project folder (images built with `build` first)."""
+        await self._compose("up", "-d", limit=within)
 
     async def containers(self) -> dict[str, str]:
         """{service: container name} of the project's containers, from `compose ps -q`."""
@@ -96,10 +102,8 @@ class ComposeProject:
         """The name of `service`'s container; PeerRefused naming the appliance when absent."""
         name = (await self.containers()).get(service)
         if name is None:
-            raise PeerRefused(
-                f"appliance {self.app.address}: project {self.project} has no container for "
-                f"service {service} (did `compose up` fail?)"
-            )
+            raise PeerRefused(f"appliance {self.app.address}", f"project {self.project} has no "
+                              f"container for service {service} (did `compose up` fail?)")
         return name
 
     async def exec(self, service: str, *argv: str, user: str | None = None,
@@ -195,7 +199,8 @@ class ComposeProject:
         pause = 0.1
         while not await condition():
             if time.monotonic() >= deadline:
-                raise PeerRefused(f"appliance {self.app.address}: {failure()} within {within:g} s")
+                raise PeerRefused(f"appliance {self.app.address}",
+                                  f"{failure()} within {within:g} s")
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
 

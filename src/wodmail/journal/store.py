@@ -373,6 +373,37 @@ def daemon_holds(journal_path: Path) -> bool:
     return False
 
 
+def daemon_pid(journal_path: Path, locks: Path = Path("/proc/locks")) -> int | None:
+    """The pid of the daemon holding this journal's lock (`wodmail reload` signals it), from
+    the kernel's table of locks; None when no daemon holds it. WodmailError when one does but
+    its pid cannot be told (a holder in another pid namespace shows as pid 0 or not at all)."""
+    if not daemon_holds(journal_path):
+        return None
+    held = os.stat(lock_path(journal_path))
+    wanted = f"{os.major(held.st_dev):02x}:{os.minor(held.st_dev):02x}:{held.st_ino}"
+    try:
+        table = locks.read_text()
+    except OSError as exc:
+        raise WodmailError(f"cannot read {locks}: {exc.strerror}") from None
+    holders: dict[str, set[int]] = {}
+    for line in table.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 4711 fd:01:1234567 0 EOF"; waiters have "->" after "1:".
+        fields = line.split()
+        if (len(fields) >= 6 and fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"]
+                and fields[4].isdigit() and int(fields[4]) > 0):
+            holders.setdefault(fields[5], set()).add(int(fields[4]))
+    if len(holders.get(wanted, ())) == 1:
+        return holders[wanted].pop()
+    # On overlayfs the table may name the layer's device rather than the one stat() shows:
+    # the inode alone, when it is unambiguous.
+    same_inode = {pid for key, pids in holders.items()
+                  if key.rsplit(":", 1)[-1] == str(held.st_ino) for pid in pids}
+    if len(same_inode) == 1:
+        return same_inode.pop()
+    raise WodmailError(f"a wodmail holds {lock_path(journal_path)}, but {locks} does not say "
+                       "which process (another pid namespace?)")
+
+
 class JournalAdmin(JournalReader):
     """What `wodmail retry|cancel|prune` do: synchronous writes next to a running daemon
     (SQLite serialises them with the daemon's writer; see `maintenance`)."""
