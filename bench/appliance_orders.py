@@ -17,9 +17,9 @@ Figures, one line each:
 4. A container workshop's CREATE (Spark101, module, compose v2, on the tests' Docker engine
    and stand-in lab image: tests/support/docker_engine.py), split by its appliance calls
    (the job result's records, each with its name and ms): the previous project removed, the
-   account, the project's files, `compose up --build -d` (build and up are one call: the
-   records cannot split them), waiting for the port (ready), finding the container, its
-   password, reading the token, the rest; p50 over the orders.
+   account, the project's files, `docker build`, `compose up -d`, waiting for the port
+   (ready), finding the container, its password, reading the token, the rest; p50 over the
+   orders.
 
 Each line carries the load average when it was printed. Run as root (appliances, chpasswd,
 the stock backend's mount namespace and sudo):
@@ -324,7 +324,8 @@ CALL_PARTS = (
     ("container password", r"docker exec .*chpasswd"),
     ("account", r"getent passwd|sudo chpasswd|pkill|-mindepth 1"),
     ("files", r"mkdir -p -m 0755|cat > \"\$1\.new\""),
-    ("build+up", r" -p \S+ up\b"),
+    ("build", r"docker build "),
+    ("up", r" -p \S+ up\b"),
     ("ready", r"/dev/tcp/"),
     ("container lookups", r" -p \S+ ps\b|docker inspect"),
     ("token", r"lab list"),
