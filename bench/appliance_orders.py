@@ -37,7 +37,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from support.e2e import Backend2E  # noqa: E402
 from support.workshop_orders import (  # noqa: E402
     CUSTOMER_BASE,
     WorkshopBackend,
+    free_bases,
     workshop_backend,
     workshop_box,
 )
@@ -337,29 +337,6 @@ def call_part(name: str) -> str:
         if re.search(pattern, name):
             return part
     return "other"
-
-
-def free_bases(count: int, span: int) -> list[int]:
-    """`count` base ports, each with `span` free ports after it (the containers share the
-    appliance's network: host networking)."""
-    bases: list[int] = []
-    while len(bases) < count:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + span < 65000 and all(port_free(base + i) for i in range(span)) and not any(
-                abs(base - other) < span for other in bases):
-            bases.append(base)
-    return bases
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass

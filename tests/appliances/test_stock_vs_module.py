@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from support.appliances import Appliance, ApplianceFactory, KeyPair
 from support.reaper import ReapedCgroup
 from support.stock_appliance_scripts import FIXED_HASH
 from support.user_ansible import AnsibleForUser, Unavailable
-from support.workshop_orders import ArgvWatch, WorkshopBackend, workshop_backend
+from support.workshop_orders import ArgvWatch, WorkshopBackend, free_bases, workshop_backend
 from wodmail.dev.sandbox import ADMIN_UID
 from wodmail.host.studentvars import StudentVars
 from wodmail.journal.jobs import Job, JobState
@@ -395,24 +394,7 @@ async def run_side(side: Side, case: Case) -> dict[str, State]:
 
 def free_ports(keys: tuple[str, ...]) -> Ports:
     """A base per key, each with 5 free ports after it on loopback."""
-    bases: dict[str, int] = {}
-    while len(bases) < len(keys):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + 5 < 65000 and all(_free(base + i) for i in range(5)) and not any(
-                abs(base - other) < 5 for other in bases.values()):
-            bases[keys[len(bases)]] = base
-    return Ports(bases)
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
+    return Ports(dict(zip(keys, free_bases(len(keys), 5), strict=True)))
 
 
 async def both_sides(case: Case, factory: ApplianceFactory, key: KeyPair, tmp_path: Path,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 
 from support.appliances import Appliance, ApplianceFactory, KeyPair
 from support.docker_engine import privileged_missing
-from support.workshop_orders import WorkshopBackend, workshop_backend
+from support.workshop_orders import WorkshopBackend, free_bases, workshop_backend
 from wodmail.host.studentvars import StudentVars
 from wodmail.journal.jobs import Job, JobState
 
@@ -37,22 +36,7 @@ CHECK_PASSWORD = ("import crypt, spwd, sys\n"
 
 def free_base(span: int = 5) -> int:
     """A base port whose next `span` ports are free on loopback (host networking)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + span < 65000 and all(_free(base + i) for i in range(span)):
-            return base
-    raise AssertionError("no free port range")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return free_bases(1, span)[0]
 
 
 def containers(appliance: Appliance) -> list[str]:

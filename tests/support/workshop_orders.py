@@ -10,6 +10,7 @@ SMTP and returns the job when it has a result.
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -147,3 +148,27 @@ class ArgvWatch:
         while not self._stop.is_set():
             self.lines.update(self._appliance.processes())
             self.polls += 1
+
+
+def free_bases(count: int, span: int) -> list[int]:
+    """`count` base ports, each with `span` free ports after it and apart from each other:
+    the test appliances' containers share the host's network, so each student's port must
+    be free on the host."""
+    bases: list[int] = []
+    while len(bases) < count:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + span < 65000 and all(port_free(base + i) for i in range(span)) and not any(
+                abs(base - other) < span for other in bases):
+            bases.append(base)
+    return bases
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
