@@ -7,17 +7,25 @@ process: it builds the sandbox of `bench/lifecycle.py` (homes, accounts root, ge
 workshop, portal records for every order), writes the daemon's config, prints its path as a
 JSON line, and serves until SIGTERM.
 
+The daemon's key pool starts full: `make_keys` writes the pool's files once per bench
+invocation (RSA-3072 takes ~160 ms of CPU a key) and each run's fresh state dir gets a copy,
+so a run does not wait half a minute for its pool. A key is still handed out once within a
+run; runs are separate sandboxes.
+
 Run by `Standins.start`; `python bench/_standins.py FOLDER STUDENTS ORDERS FIRST_CUSTOMER
-SENDER` by hand.
+SENDER KEYS` by hand.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +37,41 @@ def config_overrides(sender: str) -> dict[str, Any]:
     return {"allowed_senders": [sender]}
 
 
-def serve(folder: Path, students: int, orders: int, first_customer: int, sender: str) -> int:
+def make_key(path: Path, bits: int) -> None:
+    """One key file as the key pool writes it (PKCS8 PEM, 0600)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from wodmail.host.keypool import generate_key
+
+    pem = generate_key(bits).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+
+
+def make_keys(folder: Path, count: int, bits: int = 3072) -> Path:
+    """`count` key files in `folder` (made on every core)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor() as pool:
+        paths = [folder / f"bench{index:05}.pem" for index in range(count)]
+        list(pool.map(make_key, paths, [bits] * count))
+    return folder
+
+
+def copy_keys(keys: Path, state_dir: Path) -> None:
+    """The pool's folder of a fresh state dir, filled from `keys`."""
+    folder = state_dir / "keys"
+    folder.mkdir(parents=True, mode=0o700)
+    for key in keys.glob("*.pem"):
+        shutil.copy(key, folder / key.name)
+
+
+def serve(
+    folder: Path, students: int, orders: int, first_customer: int, sender: str, keys: Path
+) -> int:
     # Blocked before the stand-ins' threads start, so that they inherit the mask and
     # SIGTERM is taken only by `sigwait` below.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
@@ -50,6 +92,7 @@ def serve(folder: Path, students: int, orders: int, first_customer: int, sender:
             )
         data = sandbox.config_data()
         data.update(config_overrides(sender))
+        copy_keys(keys, Path(data["state_dir"]))
         config = folder / "wodmail.yml"
         config.write_text(yaml.safe_dump(data))
         print(json.dumps({"config": str(config), "workshop": lifecycle.WORKSHOP}), flush=True)
@@ -70,11 +113,12 @@ class Standins:
     @classmethod
     @asynccontextmanager
     async def start(
-        cls, folder: Path, students: int, orders: int, first_customer: int, sender: str
+        cls, folder: Path, students: int, orders: int, first_customer: int, sender: str,
+        keys: Path,
     ) -> AsyncIterator[Standins]:
         process = await asyncio.create_subprocess_exec(
             sys.executable, __file__, str(folder), str(students), str(orders),
-            str(first_customer), sender,
+            str(first_customer), sender, str(keys),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         )
         assert process.stdout is not None
@@ -90,5 +134,5 @@ class Standins:
 
 
 if __name__ == "__main__":
-    folder, students, orders, first, sender = sys.argv[1:6]
-    sys.exit(serve(Path(folder), int(students), int(orders), int(first), sender))
+    folder, students, orders, first, sender, keys = sys.argv[1:7]
+    sys.exit(serve(Path(folder), int(students), int(orders), int(first), sender, Path(keys)))

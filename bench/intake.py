@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import json
 import math
 import os
@@ -63,7 +64,7 @@ from _cli import positive  # bench/ is on sys.path when a script runs
 from _postfix import missing as postfix_missing
 from _postfix import postfix_server
 from _postfix import version as postfix_version
-from _standins import Standins
+from _standins import Standins, make_keys
 from aiosmtpd.smtp import SMTP
 
 if TYPE_CHECKING:
@@ -173,6 +174,14 @@ async def start_bare() -> tuple[int, StopServer]:
     return int(server.sockets[0].getsockname()[1]), stop
 
 
+def source_env(daemon_src: Path | None) -> dict[str, str] | None:
+    """The environment of a wodmail child taking wodmail from `daemon_src` (another
+    commit's `src/`, to compare back to back), or None: this checkout's."""
+    if daemon_src is None:
+        return None
+    return {**os.environ, "PYTHONPATH": str(daemon_src.resolve())}
+
+
 def announce(message: dict[str, Any]) -> None:
     print(json.dumps(message), flush=True)
 
@@ -222,13 +231,14 @@ class ServerProcess:
 
 @asynccontextmanager
 async def server_process(
-    kind: str, state_dir: Path, profile: Path | None = None
+    kind: str, state_dir: Path, profile: Path | None = None, daemon_src: Path | None = None
 ) -> AsyncIterator[ServerProcess]:
     command = [sys.executable, __file__, "--serve", kind, "--state-dir", str(state_dir)]
     if profile is not None:
         command += ["--profile", str(profile)]
     process = await asyncio.create_subprocess_exec(
-        *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
+        *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        env=source_env(daemon_src),
     )
     assert process.stdout is not None
     line = await process.stdout.readline()
@@ -417,9 +427,10 @@ async def measure_wodmail_portal(
 
 
 async def measure_crlf(
-    kind: str, workdir: Path, clients: int, orders: int, profile: Path | None
+    kind: str, workdir: Path, clients: int, orders: int, profile: Path | None,
+    daemon_src: Path | None = None,
 ) -> Result:
-    async with server_process(kind, workdir, profile) as server:
+    async with server_process(kind, workdir, profile, daemon_src) as server:
         stopwatch = Stopwatch(server.process.pid)
         crlf = CrlfClients()
         acknowledged = await run_clients(crlf.client, server.port, clients, orders)
@@ -431,18 +442,22 @@ async def measure_crlf(
 
 
 async def measure_executing(
-    workdir: Path, clients: int, orders: int, students: int, profile: Path | None
+    workdir: Path, plan: Plan, profile: Path | None, daemon_src: Path | None = None
 ) -> Result:
     """wodmail running the real lifecycle (bench/lifecycle.py's daemon and sandbox): every
     order is a CREATE, executed while the clients send the next ones."""
     import lifecycle  # bench/ is on sys.path when a script runs
     from wodmail.config import load_config
 
-    async with Standins.start(workdir, students, orders, FIRST_CUSTOMER, SENDER) as standins:
+    clients, orders, students = plan.exec_clients, plan.exec_orders, plan.exec_students
+    assert plan.keys is not None
+    async with Standins.start(
+        workdir, students, orders, FIRST_CUSTOMER, SENDER, plan.keys
+    ) as standins:
         journal = load_config(standins.config).journal_path()
-        daemon = await lifecycle.DaemonProcess.start(standins.config, profile)
+        daemon = await lifecycle.DaemonProcess.start(standins.config, profile, daemon_src)
         try:
-            await daemon.wait_pool_full()  # as before an event
+            await daemon.wait_pool_full()  # as before an event (its files were copied in)
             crlf = CrlfClients(Orders(standins.workshop, students))
             stopwatch = Stopwatch(daemon.process.pid)
             began = time.time()
@@ -481,7 +496,9 @@ SCENARIOS = {
 }
 EXECUTING_SCENARIOS = {
     "executing": "4 wodmail, CREATEs executing",
+    "executing-before": "4b the same, --before-src",
     "idle": "5 wodmail, nothing executing",
+    "idle-before": "5b the same, --before-src",
     "bare-8": "6 bare aiosmtpd",
     "postfix": "7 Postfix {version}, queue fsynced",
 }
@@ -499,6 +516,8 @@ class Plan:
     exec_students: int
     postfix: bool
     profile: Path | None
+    before_src: Path | None = None  # another commit's src/, measured in the same runs
+    keys: Path | None = None  # the key pool's files, copied into each run's state dir
 
 
 async def run_once(base: Path, plan: Plan) -> dict[str, Result]:
@@ -521,9 +540,17 @@ async def run_once(base: Path, plan: Plan) -> dict[str, Result]:
         results["bare"] = await measure_crlf("bare", fresh("bare"), clients, orders, None)
     if "executing" in plan.sections:
         clients, orders = plan.exec_clients, plan.exec_orders
+        if plan.before_src is not None:
+            results["executing-before"] = await measure_executing(
+                fresh("executing-before"), plan, None, plan.before_src
+            )
         results["executing"] = await measure_executing(
-            fresh("executing"), clients, orders, plan.exec_students, profile_of("executing")
+            fresh("executing"), plan, profile_of("executing")
         )
+        if plan.before_src is not None:
+            results["idle-before"] = await measure_crlf(
+                "wodmail", fresh("idle-before"), clients, orders, None, plan.before_src
+            )
         results["idle"] = await measure_crlf(
             "wodmail", fresh("idle"), clients, orders, profile_of("idle")
         )
@@ -713,6 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-postfix", action="store_true", help="do not run Postfix")
     parser.add_argument(
+        "--before-src", type=Path, default=None,
+        help="also measure 4 and 5 with wodmail from this src/ folder, in the same runs"
+        " (`git archive REV src | tar -x -C DIR`, then DIR/src): before/after back to back",
+    )
+    parser.add_argument(
         "--repeat", type=positive, default=1, help="runs, interleaved; the median is shown"
     )
     parser.add_argument(
@@ -735,7 +767,7 @@ def plan_of(args: argparse.Namespace) -> tuple[Plan, str | None]:
     sections = frozenset([args.only] if args.only else ["intake", "executing"])
     no_postfix = "--no-postfix" if args.no_postfix else postfix_missing()
     plan = Plan(sections, args.clients, args.orders, args.exec_clients, args.exec_orders,
-                args.exec_students, no_postfix is None, args.profile)
+                args.exec_students, no_postfix is None, args.profile, args.before_src)
     return plan, no_postfix
 
 
@@ -752,6 +784,12 @@ def main(argv: list[str] | None = None) -> int:
         if "executing" in plan.sections and no_postfix is not None:
             print(f"Postfix not run ({no_postfix}): the issue's"
                   f" {POSTFIX_REFERENCE:.0f}/s stands in")
+        if "executing" in plan.sections:
+            started = time.monotonic()
+            keys = make_keys(Path(base) / "keys", plan.exec_students)
+            plan = dataclasses.replace(plan, keys=keys)
+            print(f"key pool files for the sandbox daemons: {plan.exec_students} RSA-3072 keys"
+                  f" made in {time.monotonic() - started:.1f} s")
         runs = [asyncio.run(run_once(Path(base), plan)) for _ in range(args.repeat)]
     complete = True
     if "intake" in plan.sections:

@@ -125,6 +125,16 @@ _PLAIN_ADDRESS = re.compile(
 )
 
 
+class Handler:
+    """A base for `OrderSMTP` handlers (optional). Why: on every connection stock aiosmtpd
+    scans its handler with dir() for `handle_` hooks and with inspect.getmembers, which
+    evaluates every attribute, for `auth_` methods (about half of a session's setup); a
+    handler lists only those names (per class, once)."""
+
+    def __dir__(self) -> list[str]:
+        return _hook_names(type(self), ("handle_", "auth_"))
+
+
 class OrderSMTP(SMTP):
     """aiosmtpd's SMTP protocol, accepting the portal, netcat and ordinary mail software.
 
@@ -162,7 +172,7 @@ class OrderSMTP(SMTP):
         # with dir() and inspect.getmembers(self), evaluating every attribute and property:
         # about a third of a stock session's CPU. Those scans only keep names starting with
         # smtp_ or auth_; listing just those (per class, once) builds the same tables.
-        return _hook_names(type(self))
+        return _hook_names(type(self), ("smtp_", "auth_"))
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # Why: stock parses every MAIL FROM / RCPT TO address with the email package's RFC
@@ -621,5 +631,5 @@ async def start_server(
 
 
 @functools.cache
-def _hook_names(cls: type) -> list[str]:
-    return [name for name in dir(cls) if name.startswith(("smtp_", "auth_"))]
+def _hook_names(cls: type, prefixes: tuple[str, ...]) -> list[str]:
+    return [name for name in dir(cls) if name.startswith(prefixes)]
