@@ -144,6 +144,7 @@ class Daemon:
             data_size_limit=config.max_message_bytes,
             greeting_timeout=config.listen.greeting_timeout_seconds,
             gate=self.gate,
+            on_input=self.dispatcher.intake_first.input_received,
         )
         try:
             self._server = await self._listen()

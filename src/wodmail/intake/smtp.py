@@ -25,6 +25,7 @@ import functools
 import re
 import socket
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -64,10 +65,18 @@ class _ClientInput:
     like (`asyncio.IncompleteReadError` becomes `_InputExhausted`).
     """
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, on_input: Callable[[], None] | None = None
+    ) -> None:
         self._reader = reader
+        self._on_input = on_input  # told of every line read
         self.in_data = False  # set while DATA lines are read (they do not decide crlf)
         self.crlf = False  # a command line ended in CRLF: the session is held to CRLF
+
+    def holds_more(self) -> bool:
+        """Has the client already sent bytes not read yet (pipelined commands)? False when
+        it cannot be told (asyncio keeps its buffer private)."""
+        return bool(getattr(self._reader, "_buffer", None))
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
         try:
@@ -76,6 +85,8 @@ class _ClientInput:
             raise _InputExhausted(eof.partial) from None
         if not self.in_data and line.endswith(b"\r\n"):
             self.crlf = True
+        if self._on_input is not None:
+            self._on_input()
         return line
 
     async def read(self, n: int = -1) -> bytes:
@@ -148,10 +159,12 @@ class OrderSMTP(SMTP):
         *,
         gate: ConnectionGate | None = None,
         greeting_timeout: float = DEFAULT_GREETING_TIMEOUT_SECONDS,
+        on_input: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs["decode_data"] = False
         super().__init__(handler, **kwargs)
+        self._on_input = on_input
         self._gate = gate
         self._admitted = gate is None  # False: refused at connect (or not connected yet)
         self._gate_peer: Peer | None = None  # who the gate admitted, released once
@@ -164,6 +177,7 @@ class OrderSMTP(SMTP):
         self._input_ended = False
         self._eof_received = False  # a FIN: everything the client sent has been read
         self._reading_stopped = False  # `end_input`: we stopped reading (shutdown)
+        self._held = bytearray()  # positive replies held back while more input is buffered
 
     # --- per-connection costs of stock aiosmtpd -------------------------------------------
 
@@ -222,7 +236,7 @@ class OrderSMTP(SMTP):
         # Why: at EOF the stock reader raises IncompleteReadError, which aiosmtpd's command
         # loop answers with a 500 and then reads again; we turn it into _InputExhausted.
         super()._cb_client_connected(reader, writer)
-        self._reader: _ClientInput = _ClientInput(reader)  # type: ignore[assignment]
+        self._reader: _ClientInput = _ClientInput(reader, self._on_input)  # type: ignore[assignment]
         if self._reading_stopped:  # the server stopped before this connection arrived
             self._stop_reading()
 
@@ -322,6 +336,7 @@ class OrderSMTP(SMTP):
         finally:
             if self._timeout_handle is not None:
                 self._timeout_handle.cancel()
+            self._release_held()
             if self.transport is not None:
                 self.transport.close()
 
@@ -345,11 +360,26 @@ class OrderSMTP(SMTP):
         # by the time a reply is ready. Stock then raises out of the session (cancelling the
         # handler's work) or lets asyncio log "socket.send() raised exception". Replies to a
         # departed client are dropped quietly; the work behind them has been done.
+        # And: stock sends every reply at once, one send() each (13 a CRLF transaction, each
+        # waking the client). A positive reply is held back while the client has already
+        # sent more (pipelined commands, RFC 2920 section 3.1) and goes out with the next
+        # reply that finds no input waiting, as Postfix's smtpd does; errors, and replies
+        # that close the session, are never held.
         if self.transport is None or self.transport.is_closing():
             log.debug("reply not sent: client gone", peer=self._peer(), reply=_text(status))
+            self._held.clear()
             return
+        reply = status if isinstance(status, bytes) else status.encode(
+            "utf-8" if self.enable_SMTPUTF8 else "ascii"
+        )
+        if reply[:1] in (b"2", b"3") and not reply.startswith(b"221") and self._holds_more():
+            self._held += reply + b"\r\n"
+            return
+        if self._held:
+            reply = bytes(self._held) + reply
+            self._held.clear()
         try:
-            await super().push(status)
+            await super().push(reply)
         except ConnectionError as error:
             log.debug(
                 "reply not sent: client gone",
@@ -357,6 +387,17 @@ class OrderSMTP(SMTP):
                 reply=_text(status),
                 error=str(error),
             )
+
+    def _holds_more(self) -> bool:
+        reader = getattr(self, "_reader", None)
+        return isinstance(reader, _ClientInput) and reader.holds_more()
+
+    def _release_held(self) -> None:
+        """Sends the replies still held back (the session ends)."""
+        held, self._held = bytes(self._held), bytearray()
+        if held and self.transport is not None and not self.transport.is_closing():
+            assert isinstance(self.transport, asyncio.WriteTransport)
+            self.transport.write(held)
 
     # --- commands -----------------------------------------------------------------------
 
@@ -387,10 +428,9 @@ class OrderSMTP(SMTP):
             mail_room += _MAIL_SMTPUTF8_PARAMETER_ROOM
         self.command_size_limits["MAIL"] = self.command_size_limit + mail_room
         keywords.append("HELP")
-        await self.push(f"250-{self.hostname}")
-        for keyword in keywords[:-1]:
-            await self.push(f"250-{keyword}")
-        await self.push(f"250 {keywords[-1]}")
+        lines = [self.hostname, *keywords]
+        # One reply of several lines: one send, not one per line.
+        await self.push("\r\n".join(f"250-{line}" for line in lines[:-1]) + f"\r\n250 {lines[-1]}")
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str | None) -> None:
@@ -574,6 +614,7 @@ def create_server_factory(
     greeting_timeout: float = DEFAULT_GREETING_TIMEOUT_SECONDS,
     enable_smtputf8: bool = True,
     gate: ConnectionGate | None = None,
+    on_input: Callable[[], None] | None = None,
 ) -> SessionFactory:
     """A protocol factory for `loop.create_server`: one `OrderSMTP` per connection.
 
@@ -581,7 +622,8 @@ def create_server_factory(
     `hostname` defaults to this machine's FQDN (looked up once, here); after `idle_timeout`
     seconds without a command the session ends (a transaction left open is reported), and
     after `greeting_timeout` seconds (at most `idle_timeout`) if no command came at all,
-    with a 421; `gate`, if given, admits or refuses each connection before its session starts.
+    with a 421; `gate`, if given, admits or refuses each connection before its session starts;
+    `on_input`, if given, is called for every line a session reads.
     """
     if isinstance(data_size_limit, bool) or not isinstance(data_size_limit, int):
         raise TypeError(f"data_size_limit must be an int, got {data_size_limit!r}")
@@ -600,6 +642,7 @@ def create_server_factory(
         greeting_timeout=greeting_timeout,
         enable_SMTPUTF8=enable_smtputf8,
         gate=gate,
+        on_input=on_input,
     )
 
 
