@@ -130,7 +130,11 @@ def wodmail_config(state_dir: Path) -> Config:
 
     return parse_config(
         {
-            "listen": {"host": HOST, "port": 0},
+            # The clients are all one local uid: its cap (64 sessions) would refuse the
+            # portal's connections with a 421 it never reads whenever the server falls
+            # behind (a real portal is a remote client, with its own cap per address).
+            "listen": {"host": HOST, "port": 0, "max_connections": 1024,
+                       "max_connections_per_uid": 1024},
             "state_dir": str(state_dir / "state"),
             "notebooks": {"public": str(state_dir / "notebooks")},
             "allowed_senders": [SENDER],
@@ -374,6 +378,7 @@ class Result:
     peak_rss_kib: int
     latencies: list[float] = field(default_factory=list)  # ack latencies, CRLF clients
     executed: int | None = None  # orders that finished executing within the window
+    sent: int | None = None  # portal clients: orders handed over (a connect may fail)
 
     def rate(self) -> float:
         return self.recorded / self.window.seconds if self.window.seconds > 0 else 0.0
@@ -420,10 +425,10 @@ async def measure_wodmail_portal(
     async with server_process("wodmail", workdir, profile) as server:
         count_rows = journal_rows(journal)
         stopwatch = Stopwatch(server.process.pid)
-        await run_clients(portal_client, server.port, clients, orders)
-        await wait_for_rows(count_rows, orders)
+        sent = await run_clients(portal_client, server.port, clients, orders)
+        await wait_for_rows(count_rows, sent)
         window = stopwatch.stop()
-    return Result(window, accepted_orders(journal), server.peak_rss_kib)
+    return Result(window, accepted_orders(journal), server.peak_rss_kib, sent=sent)
 
 
 async def measure_crlf(
@@ -586,7 +591,18 @@ def scenario_line(title: str, results: list[Result], orders: int) -> str:
     )
     if len(results) > 1:
         line += f"   runs: {', '.join(f'{rate:.0f}' for rate in rates)}"
-    return line + ("" if recorded == orders else "   ORDERS LOST")
+    return line + lost_note(results, orders)
+
+
+def lost_note(results: list[Result], orders: int) -> str:
+    """Orders lost by the server, told apart from those a client could not hand over."""
+    unsent = max(orders - r.sent for r in results if r.sent is not None) if any(
+        r.sent is not None for r in results) else 0
+    lost = any(r.recorded < (orders if r.sent is None else r.sent) for r in results)
+    note = "   ORDERS LOST" if lost else ""
+    if unsent:
+        note += f"   {unsent} not handed over (the client's connect failed)"
+    return note
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -617,7 +633,10 @@ def report_intake(runs: list[dict[str, Result]], clients: int, orders: int) -> b
         f" portal {ratio(cost['bare'], cost['portal']):.2f}"
     )
     warn_if_starved([{key: run[key] for key in SCENARIOS} for run in runs])
-    complete = all(run[key].recorded == orders for run in runs for key in SCENARIOS)
+    complete = all(
+        run[key].recorded == (orders if run[key].sent is None else run[key].sent)
+        for run in runs for key in SCENARIOS
+    )
     # The goal compares wodmail taking the portal's orders with a bare handler taking CRLF
     # ones (the bare one cannot read the portal's); the CRLF pair is shown for information.
     met = complete and portal_ratio >= GOAL_RATIO

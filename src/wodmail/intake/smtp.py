@@ -70,6 +70,7 @@ class _ClientInput:
     ) -> None:
         self._reader = reader
         self._on_input = on_input  # told of every line read
+        self.before_waiting: Callable[[], None] | None = None
         self.in_data = False  # set while DATA lines are read (they do not decide crlf)
         self.crlf = False  # a command line ended in CRLF: the session is held to CRLF
 
@@ -79,6 +80,10 @@ class _ClientInput:
         return bool(getattr(self._reader, "_buffer", None))
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        if self.before_waiting is not None and separator not in getattr(
+            self._reader, "_buffer", b""
+        ):
+            self.before_waiting()  # this read may wait: nothing may stay unsent meanwhile
         try:
             line = await self._reader.readuntil(separator)
         except asyncio.IncompleteReadError as eof:
@@ -237,6 +242,7 @@ class OrderSMTP(SMTP):
         # loop answers with a 500 and then reads again; we turn it into _InputExhausted.
         super()._cb_client_connected(reader, writer)
         self._reader: _ClientInput = _ClientInput(reader, self._on_input)  # type: ignore[assignment]
+        self._reader.before_waiting = self._release_held
         if self._reading_stopped:  # the server stopped before this connection arrived
             self._stop_reading()
 
@@ -363,8 +369,9 @@ class OrderSMTP(SMTP):
         # And: stock sends every reply at once, one send() each (13 a CRLF transaction, each
         # waking the client). A positive reply is held back while the client has already
         # sent more (pipelined commands, RFC 2920 section 3.1) and goes out with the next
-        # reply that finds no input waiting, as Postfix's smtpd does; errors, and replies
-        # that close the session, are never held.
+        # reply that finds no input waiting, or before the session waits for input, as
+        # Postfix's smtpd does; only 250 and 354 are held (never the greeting, an error, or
+        # a reply that closes the session).
         if self.transport is None or self.transport.is_closing():
             log.debug("reply not sent: client gone", peer=self._peer(), reply=_text(status))
             self._held.clear()
@@ -372,7 +379,7 @@ class OrderSMTP(SMTP):
         reply = status if isinstance(status, bytes) else status.encode(
             "utf-8" if self.enable_SMTPUTF8 else "ascii"
         )
-        if reply[:1] in (b"2", b"3") and not reply.startswith(b"221") and self._holds_more():
+        if reply[:3] in (b"250", b"354") and self._holds_more():
             self._held += reply + b"\r\n"
             return
         if self._held:
