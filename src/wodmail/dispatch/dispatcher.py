@@ -166,7 +166,14 @@ def lane_keys(job: Job) -> list[str]:
 class Dispatcher:
     """An `Executor` that runs each job through `runner` under the lane and slot rules."""
 
-    def __init__(self, journal: Journal, runner: Runner, *, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        runner: Runner,
+        *,
+        concurrency: int = 8,
+        intake_first: IntakeFirst | None = None,
+    ) -> None:
         self._journal = journal
         self._runner = runner
         self._slots = asyncio.Semaphore(concurrency)
@@ -179,7 +186,7 @@ class Dispatcher:
         self._keys: dict[int, list[str]] = {}
         self._executing: set[int] = set()  # jobs past their lanes and slot: doing work
         self._idlers = Idlers()
-        self.intake_first = IntakeFirst()
+        self.intake_first = intake_first or IntakeFirst()
         self._accepting = False
 
     async def start(self) -> None:

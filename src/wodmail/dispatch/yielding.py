@@ -45,6 +45,11 @@ class IntakeFirst:
         """A session received input (a command or a line of a message): called per line."""
         self._last_input = asyncio.get_running_loop().time()
 
+    @property
+    def last_input(self) -> float:
+        """When a session last received input (the event loop's clock)."""
+        return self._last_input
+
     def busy(self) -> bool:
         return asyncio.get_running_loop().time() - self._last_input < self._quiet
 
@@ -58,15 +63,9 @@ class IntakeFirst:
             self.leave()
 
     async def enter(self) -> None:
-        await self._wait_turn()
-        self._in_step += 1
-
-    def leave(self) -> None:
-        self._in_step -= 1
-        self._wake()
-
-    async def _wait_turn(self) -> None:
+        """Waits for this step's turn (not at all while the intake is quiet)."""
         if self._in_step < self.while_busy or not self.busy():
+            self._in_step += 1
             return
         turn = asyncio.get_running_loop().create_future()
         self._waiting.append(turn)
@@ -74,25 +73,31 @@ class IntakeFirst:
         try:
             await asyncio.wait_for(asyncio.shield(turn), self._max_wait)
         except TimeoutError:
-            pass  # its turn did not come: it goes anyway
+            pass
+        except asyncio.CancelledError:
+            if _granted(turn):
+                self.leave()
+            raise
         finally:
-            if not turn.done():
-                turn.cancel()
-            try:
+            if turn in self._waiting:
                 self._waiting.remove(turn)
-            except ValueError:
-                pass
+        if not _granted(turn):
+            turn.cancel()
+            self._in_step += 1  # its turn did not come in time: it goes anyway
+
+    def leave(self) -> None:
+        self._in_step -= 1
+        self._wake()
 
     def _wake(self) -> None:
-        """Lets waiting steps go: all of them once the intake is quiet, else while there is
-        room under `while_busy`."""
+        """Grants turns: to every waiting step once the intake is quiet, else while fewer
+        than `while_busy` steps run (a turn is counted when granted, not when taken)."""
         calm = not self.busy()
-        room = self.while_busy - self._in_step
-        while self._waiting and (calm or room > 0):
+        while self._waiting and (calm or self._in_step < self.while_busy):
             turn = self._waiting.popleft()
             if not turn.done():
                 turn.set_result(None)
-                room -= 1
+                self._in_step += 1
         if self._waiting:
             self._watch_calm()
 
@@ -107,3 +112,7 @@ class IntakeFirst:
     def _calm_check(self) -> None:
         self._calm = None
         self._wake()
+
+
+def _granted(turn: asyncio.Future[None]) -> bool:
+    return turn.done() and not turn.cancelled()

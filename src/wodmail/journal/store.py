@@ -178,6 +178,7 @@ class _Writer(threading.Thread):
         self._identity = identity
         self.jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], Any] | None]
         self.jobs = queue.SimpleQueue()
+        self.commits = 0  # transactions committed (a group of writes counts once)
 
     def run(self) -> None:
         while True:
@@ -222,6 +223,7 @@ class _Writer(threading.Thread):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self.commits += 1
         return results
 
     def _alone(self, operation: Callable[[sqlite3.Connection], Any]) -> tuple[bool, Any]:
@@ -691,6 +693,11 @@ class Journal(JournalReader):
         await self._write(
             lambda conn: conn.execute(f"PRAGMA user_version = {schema.version(conn)}")
         )
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed so far: fewer than the writes when they were grouped."""
+        return self._writer.commits
 
     def alive(self) -> bool:
         """The writer thread is there to commit (it is not whether a commit would succeed)."""
