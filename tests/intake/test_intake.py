@@ -451,3 +451,30 @@ async def test_a_line_a_session_reads_tells_execution_the_intake_is_busy(
     assert (await reader.readline()).startswith(b"250")
     writer.close()
     assert intake_first.last_input > before
+
+
+async def test_a_portal_session_frees_its_place_before_its_order_is_committed(
+    make_config, start_daemon
+):
+    """The portal hangs up on the greeting and sends one connection per order, all at once:
+    its session must not hold its place under the per-client caps until the commit (replies
+    are not held back in its HELO sessions), or a bulk action meets 421s it never reads."""
+    import threading
+
+    config = make_config()
+    daemon = await start_daemon(config)
+    assert daemon.journal is not None and daemon.gate is not None
+    writer_free = threading.Event()
+    blocked = asyncio.ensure_future(daemon.journal._write(lambda conn: writer_free.wait(60)))
+    try:
+        await send_portal_style_async("127.0.0.1", daemon.port, "CREATE 3 7003", "WKSHP-API101")
+        deadline = time.monotonic() + 20
+        while daemon.gate.open and time.monotonic() < deadline:  # noqa: ASYNC110 - a count
+            await asyncio.sleep(0.01)
+        assert daemon.gate.open == 0
+        assert JournalReader(config.journal_path()).list_jobs() == []  # not committed yet
+    finally:
+        writer_free.set()
+        await blocked
+    [job] = await wait_jobs(config, 1)
+    assert job.customer == 7003

@@ -367,11 +367,13 @@ class OrderSMTP(SMTP):
         # handler's work) or lets asyncio log "socket.send() raised exception". Replies to a
         # departed client are dropped quietly; the work behind them has been done.
         # And: stock sends every reply at once, one send() each (13 a CRLF transaction, each
-        # waking the client). A positive reply is held back while the client has already
-        # sent more (pipelined commands, RFC 2920 section 3.1) and goes out with the next
-        # reply that finds no input waiting, or before the session waits for input, as
-        # Postfix's smtpd does; only 250 and 354 are held (never the greeting, an error, or
-        # a reply that closes the session).
+        # waking the client). In an EHLO session, a positive reply is held back while the
+        # client has already sent more (pipelined commands, RFC 2920 section 3.1) and goes
+        # out with the next reply that finds no input waiting, or before the session waits
+        # for input, as Postfix's smtpd does; only 250 and 354 are held (never the greeting,
+        # an error, or a reply that closes the session). Not in the portal's HELO sessions:
+        # it hangs up on the greeting, and the first reply written after that is what ends
+        # the connection (and frees its place under the per-client caps) at once.
         if self.transport is None or self.transport.is_closing():
             log.debug("reply not sent: client gone", peer=self._peer(), reply=_text(status))
             self._held.clear()
@@ -379,7 +381,7 @@ class OrderSMTP(SMTP):
         reply = status if isinstance(status, bytes) else status.encode(
             "utf-8" if self.enable_SMTPUTF8 else "ascii"
         )
-        if reply[:3] in (b"250", b"354") and self._holds_more():
+        if reply[:3] in (b"250", b"354") and self._pipelining() and self._holds_more():
             self._held += reply + b"\r\n"
             return
         if self._held:
@@ -394,6 +396,9 @@ class OrderSMTP(SMTP):
                 reply=_text(status),
                 error=str(error),
             )
+
+    def _pipelining(self) -> bool:
+        return self.session is not None and bool(self.session.extended_smtp)
 
     def _holds_more(self) -> bool:
         reader = getattr(self, "_reader", None)
