@@ -11,6 +11,7 @@ imports `dev/`)::
                                     │
                              dispatch/dispatcher ── a lane per student, bounded overall
                              dispatch/steps      ── named, timed, retried steps
+                             dispatch/yielding   ── intake first: execution makes way
                                     │
                      lifecycle/verbs: create / cleanup / reset / purge
                      lifecycle/backend: the ports below, built once from the config

@@ -21,6 +21,7 @@ from wodmail.intake.gate import ConnectionGate, GatePolicy
 from wodmail.intake.handler import IntakeHandler
 from wodmail.intake.loopguard import LoopErrors
 from wodmail.intake.smtp import SessionFactory, create_server_factory
+from wodmail.journal.jobs import JobState
 from wodmail.journal.store import Journal, hold_daemon_lock
 from wodmail.relay.routing import OrderMailbox, order_recipients, relay_hostname
 from wodmail.relay.sender import Relay
@@ -143,6 +144,7 @@ class Daemon:
             data_size_limit=config.max_message_bytes,
             greeting_timeout=config.listen.greeting_timeout_seconds,
             gate=self.gate,
+            on_input=self.dispatcher.intake_first.input_received,
         )
         try:
             self._server = await self._listen()
@@ -241,13 +243,16 @@ class Daemon:
             except TimeoutError:
                 pass
             self._queue_wake.clear()
+            # Only the ids, every second: the orders this daemon already holds (a backlog
+            # of thousands during a burst) are not read again.
             try:
-                queued = self.journal.queued()
+                missing = [i for i in self.journal.queued_ids() if not self.dispatcher.holds(i)]
+                queued = self.journal.get_many(missing) if missing else []
             except sqlite3.Error as exc:
                 log.warning("cannot read the queue from the journal", error=str(exc))
                 continue
             for job in queued:
-                if not self.dispatcher.holds(job.id):
+                if job.state is JobState.ACCEPTED and not self.dispatcher.holds(job.id):
                     log.info("order queued again", job=job.id, attempt=len(job.attempt_log))
                     self.dispatcher.submit(job)
 

@@ -1,13 +1,18 @@
-"""A 250 means the order survives a SIGKILL of the daemon, and runs after the restart."""
+"""A 250 means the order survives a SIGKILL of the daemon, and runs after the restart;
+also in the middle of a burst, where concurrent orders share their commits."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+import smtplib
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -41,7 +46,7 @@ STUCK_DAEMON = textwrap.dedent(
 )
 
 
-def test_order_survives_sigkill_after_250(tmp_path: Path, notebooks: Path):
+def write_config(tmp_path: Path, notebooks: Path) -> Path:
     config_path = tmp_path / "wodmail.yml"
     config_path.write_text(
         yaml.safe_dump(
@@ -52,12 +57,21 @@ def test_order_survives_sigkill_after_250(tmp_path: Path, notebooks: Path):
             }
         )
     )
-    proc = subprocess.Popen(
+    return config_path
+
+
+def start_stuck_daemon(config_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-c", STUCK_DAEMON, str(config_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+
+
+def test_order_survives_sigkill_after_250(tmp_path: Path, notebooks: Path):
+    config_path = write_config(tmp_path, notebooks)
+    proc = start_stuck_daemon(config_path)
     try:
         port = int(proc.stdout.readline())
         code, reply = send_smtplib("127.0.0.1", port, "CREATE 7 825", "WKSHP-API101")
@@ -92,3 +106,47 @@ def test_order_survives_sigkill_after_250(tmp_path: Path, notebooks: Path):
     assert job.state is JobState.FAILED
     assert "no home for student7" in (job.reason or "")
     assert job.attempts >= 1
+
+
+def test_sigkill_mid_burst_loses_no_acknowledged_order(tmp_path: Path, notebooks: Path):
+    """16 clients send orders as fast as they get their 250s; the daemon is killed once 60
+    were acknowledged, with more in flight. Every order acknowledged is in the journal, once,
+    with the job id its 250 named."""
+    config_path = write_config(tmp_path, notebooks)
+    proc = start_stuck_daemon(config_path)
+    acknowledged: dict[int, int] = {}  # customer: job id from its 250
+    enough = threading.Event()
+    customers = itertools.count(1000)
+    lock = threading.Lock()
+
+    def client() -> None:
+        while True:
+            with lock:
+                customer = next(customers)
+            try:
+                code, reply = send_smtplib(
+                    "127.0.0.1", port, f"CREATE {customer % 20 + 1} {customer}", "WKSHP-API101"
+                )
+            except (OSError, smtplib.SMTPException):
+                return  # the daemon is gone
+            if code == 250:
+                with lock:
+                    acknowledged[customer] = int(reply.rsplit(b" ", 1)[1])
+                    if len(acknowledged) >= 60:
+                        enough.set()
+
+    try:
+        port = int(proc.stdout.readline())
+        with ThreadPoolExecutor(16) as pool:
+            for _ in range(16):
+                pool.submit(client)
+            assert enough.wait(120), f"only {len(acknowledged)} orders acknowledged"
+            os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    jobs = JournalReader(tmp_path / "state" / "journal.sqlite3").list_jobs()
+    recorded = {job.customer: job.id for job in jobs}
+    assert len(recorded) == len(jobs)  # no order twice
+    missing = {c: j for c, j in acknowledged.items() if recorded.get(c) != j}
+    assert not missing, f"acknowledged but not recorded as such: {missing}"

@@ -378,3 +378,103 @@ async def test_an_order_is_read_from_the_whole_mail_not_from_what_is_kept(
 def send_raw_mail(port: int, data: bytes) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
         smtp.sendmail("sender@example.org", ["wodadmin@backend.example.org"], data)
+
+
+async def crlf_order_but_its_end(
+    port: int, customer: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An ordinary pipelining client, its message sent but for the final `.` line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await reader.readline()  # 220
+    writer.write(b"EHLO client.example.org\r\n")
+    while (await reader.readline())[3:4] == b"-":
+        pass
+    writer.write(b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<wodadmin@backend.example.org>\r\n"
+                 b"DATA\r\n")
+    replies = [await reader.readline() for _ in range(3)]
+    assert replies[2].startswith(b"354"), replies
+    writer.write(f"Subject: CREATE {customer % 20 + 1} {customer}\r\n\r\nWKSHP-API101\r\n"
+                 .encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def test_concurrent_orders_share_commits_and_each_250_follows_its_commit(
+    make_config, start_daemon
+):
+    """64 clients end their mails at once: the journal commits them in fewer transactions
+    than orders (group commit), and each client, the moment it reads its 250, finds its
+    order in the journal file through a connection of its own."""
+    config = make_config()
+    release = asyncio.Event()
+
+    async def held(job: Job, ctx: Any) -> dict[str, Any]:
+        await release.wait()  # the orders write nothing more while the burst is measured
+        return {}
+
+    daemon = await start_daemon(config, held)
+    assert daemon.journal is not None
+    customers = range(5000, 5064)
+    sessions = await asyncio.gather(*(crlf_order_but_its_end(daemon.port, c) for c in customers))
+    commits_before = daemon.journal.commits
+
+    async def acknowledged(reader: asyncio.StreamReader) -> tuple[bytes, Any]:
+        reply = await reader.readline()
+        job_id = int(reply.rsplit(b" ", 1)[1]) if reply.startswith(b"250") else None
+        with sqlite3.connect(f"file:{config.journal_path()}?mode=ro", uri=True) as fresh:
+            row = fresh.execute("SELECT customer FROM orders WHERE id = ?", (job_id,))
+            return reply, row.fetchone()
+
+    for _reader, writer in sessions:
+        writer.write(b".\r\n")  # all at once
+    seen = await asyncio.gather(*(acknowledged(reader) for reader, _writer in sessions))
+    commits = daemon.journal.commits - commits_before
+    release.set()
+    for _reader, writer in sessions:
+        writer.close()
+    assert all(reply.startswith(b"250 2.0.0 OK job ") for reply, _row in seen), seen
+    assert sorted(row[0] for _reply, row in seen if row) == list(customers)
+    assert commits < len(customers), f"{commits} commits for {len(customers)} orders"
+
+
+async def test_a_line_a_session_reads_tells_execution_the_intake_is_busy(
+    make_config, start_daemon
+):
+    config = make_config()
+    daemon = await start_daemon(config)
+    assert daemon.dispatcher is not None
+    intake_first = daemon.dispatcher.intake_first
+    before = intake_first.last_input
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+    await reader.readline()  # 220
+    writer.write(b"NOOP\r\n")
+    assert (await reader.readline()).startswith(b"250")
+    writer.close()
+    assert intake_first.last_input > before
+
+
+async def test_a_portal_session_frees_its_place_before_its_order_is_committed(
+    make_config, start_daemon
+):
+    """The portal hangs up on the greeting and sends one connection per order, all at once:
+    its session must not hold its place under the per-client caps until the commit (replies
+    are not held back in its HELO sessions), or a bulk action meets 421s it never reads."""
+    import threading
+
+    config = make_config()
+    daemon = await start_daemon(config)
+    assert daemon.journal is not None and daemon.gate is not None
+    writer_free = threading.Event()
+    blocked = asyncio.ensure_future(daemon.journal._write(lambda conn: writer_free.wait(60)))
+    try:
+        await send_portal_style_async("127.0.0.1", daemon.port, "CREATE 3 7003", "WKSHP-API101")
+        deadline = time.monotonic() + 20
+        while daemon.gate.open and time.monotonic() < deadline:  # noqa: ASYNC110 - a count
+            await asyncio.sleep(0.01)
+        assert daemon.gate.open == 0
+        assert JournalReader(config.journal_path()).list_jobs() == []  # not committed yet
+    finally:
+        writer_free.set()
+        await blocked
+    [job] = await wait_jobs(config, 1)
+    assert job.customer == 7003

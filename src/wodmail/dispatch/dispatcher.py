@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from wodmail import metrics
+from wodmail.dispatch.yielding import IntakeFirst
 from wodmail.journal.jobs import Job, JobState
 from wodmail.journal.store import Journal, JournalClosed, JournalLost, StepRecord, until_recorded
 
@@ -64,13 +65,32 @@ class JobContext:
         journal: Journal,
         join_lane: Callable[[int, str], asyncio.Future[None] | None] | None = None,
         idlers: Idlers | None = None,
+        intake_first: IntakeFirst | None = None,
     ) -> None:
         self.job = job
         self._slots = slots
         self._journal = journal
         self._join_lane = join_lane
         self._idlers = idlers or Idlers()
+        self._intake_first = intake_first or IntakeFirst()
+        self._in_step = False  # holds a step's turn (see `step`)
         self.started = time.monotonic()
+
+    @asynccontextmanager
+    async def step(self) -> AsyncIterator[None]:
+        """Held while a step does its work: while clients are handing orders over, only a
+        few orders do at once (`IntakeFirst`). A step inside a step takes no second turn."""
+        if self._in_step:
+            yield
+            return
+        await self._intake_first.enter()
+        self._in_step = True
+        try:
+            yield
+        finally:
+            if self._in_step:
+                self._in_step = False
+                self._intake_first.leave()
 
     async def hold_student(self, student: int) -> None:
         """Joins the lane of a student resolved late; returns when this order is at its head."""
@@ -89,11 +109,17 @@ class JobContext:
         it is interrupted at once, and runs again on the next start."""
         self._idlers.enter(self.job.id)
         self._slots.release()
+        in_step, self._in_step = self._in_step, False
+        if in_step:
+            self._intake_first.leave()
         try:
             yield
         finally:
             self._idlers.leave(self.job.id)
             await self._slots.acquire()
+            if in_step:
+                await self._intake_first.enter()
+                self._in_step = True
 
     @property
     def rerun(self) -> bool:
@@ -140,7 +166,14 @@ def lane_keys(job: Job) -> list[str]:
 class Dispatcher:
     """An `Executor` that runs each job through `runner` under the lane and slot rules."""
 
-    def __init__(self, journal: Journal, runner: Runner, *, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        runner: Runner,
+        *,
+        concurrency: int = 8,
+        intake_first: IntakeFirst | None = None,
+    ) -> None:
         self._journal = journal
         self._runner = runner
         self._slots = asyncio.Semaphore(concurrency)
@@ -153,6 +186,7 @@ class Dispatcher:
         self._keys: dict[int, list[str]] = {}
         self._executing: set[int] = set()  # jobs past their lanes and slot: doing work
         self._idlers = Idlers()
+        self.intake_first = intake_first or IntakeFirst()
         self._accepting = False
 
     async def start(self) -> None:
@@ -253,7 +287,8 @@ class Dispatcher:
                 log.info("order cancelled before it ran")
                 return
             log.debug("order started", attempt=job.attempts + 1)
-            ctx = JobContext(job, self._slots, self._journal, self._join_lane, self._idlers)
+            ctx = JobContext(job, self._slots, self._journal, self._join_lane, self._idlers,
+                             self.intake_first)
             try:
                 result = await self._runner(job, ctx)
             except asyncio.CancelledError:

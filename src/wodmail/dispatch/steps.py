@@ -102,7 +102,8 @@ class Steps:
                 record["attempts"] = attempt
             self._ctx.note_progress(self.result)
             try:
-                value = await action()
+                async with self._ctx.step():
+                    value = await action()
             except TransientError as exc:
                 pause = self._policy.delay(attempt)
                 if time.monotonic() + pause > deadline:

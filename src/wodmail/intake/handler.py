@@ -23,6 +23,7 @@ from wodmail.intake.bursts import BurstLog, PeerRate
 from wodmail.intake.gate import in_networks, peer_host
 from wodmail.intake.parse import looks_like_order, parse_order
 from wodmail.intake.redact import headers_only
+from wodmail.intake.smtp import Handler
 from wodmail.journal.store import Arrival, Journal
 from wodmail.orders import Order, OrderRules, Rejection
 from wodmail.relay.sender import Relay
@@ -70,7 +71,7 @@ class _WorkshopFolders:
         return True
 
 
-class IntakeHandler:
+class IntakeHandler(Handler):
     """aiosmtpd handler hooks: `handle_MAIL`, `handle_DATA`, `handle_OVERSIZE`."""
 
     def __init__(

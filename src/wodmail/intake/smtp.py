@@ -25,6 +25,7 @@ import functools
 import re
 import socket
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -64,18 +65,33 @@ class _ClientInput:
     like (`asyncio.IncompleteReadError` becomes `_InputExhausted`).
     """
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, on_input: Callable[[], None] | None = None
+    ) -> None:
         self._reader = reader
+        self._on_input = on_input  # told of every line read
+        self.before_waiting: Callable[[], None] | None = None
         self.in_data = False  # set while DATA lines are read (they do not decide crlf)
         self.crlf = False  # a command line ended in CRLF: the session is held to CRLF
 
+    def holds_more(self) -> bool:
+        """Has the client already sent bytes not read yet (pipelined commands)? False when
+        it cannot be told (asyncio keeps its buffer private)."""
+        return bool(getattr(self._reader, "_buffer", None))
+
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        if self.before_waiting is not None and separator not in getattr(
+            self._reader, "_buffer", b""
+        ):
+            self.before_waiting()  # this read may wait: nothing may stay unsent meanwhile
         try:
             line = await self._reader.readuntil(separator)
         except asyncio.IncompleteReadError as eof:
             raise _InputExhausted(eof.partial) from None
         if not self.in_data and line.endswith(b"\r\n"):
             self.crlf = True
+        if self._on_input is not None:
+            self._on_input()
         return line
 
     async def read(self, n: int = -1) -> bytes:
@@ -125,6 +141,16 @@ _PLAIN_ADDRESS = re.compile(
 )
 
 
+class Handler:
+    """A base for `OrderSMTP` handlers (optional). Why: on every connection stock aiosmtpd
+    scans its handler with dir() for `handle_` hooks and with inspect.getmembers, which
+    evaluates every attribute, for `auth_` methods (about half of a session's setup); a
+    handler lists only those names (per class, once)."""
+
+    def __dir__(self) -> list[str]:
+        return _hook_names(type(self), ("handle_", "auth_"))
+
+
 class OrderSMTP(SMTP):
     """aiosmtpd's SMTP protocol, accepting the portal, netcat and ordinary mail software.
 
@@ -138,10 +164,12 @@ class OrderSMTP(SMTP):
         *,
         gate: ConnectionGate | None = None,
         greeting_timeout: float = DEFAULT_GREETING_TIMEOUT_SECONDS,
+        on_input: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs["decode_data"] = False
         super().__init__(handler, **kwargs)
+        self._on_input = on_input
         self._gate = gate
         self._admitted = gate is None  # False: refused at connect (or not connected yet)
         self._gate_peer: Peer | None = None  # who the gate admitted, released once
@@ -154,6 +182,7 @@ class OrderSMTP(SMTP):
         self._input_ended = False
         self._eof_received = False  # a FIN: everything the client sent has been read
         self._reading_stopped = False  # `end_input`: we stopped reading (shutdown)
+        self._held = bytearray()  # positive replies held back while more input is buffered
 
     # --- per-connection costs of stock aiosmtpd -------------------------------------------
 
@@ -162,7 +191,7 @@ class OrderSMTP(SMTP):
         # with dir() and inspect.getmembers(self), evaluating every attribute and property:
         # about a third of a stock session's CPU. Those scans only keep names starting with
         # smtp_ or auth_; listing just those (per class, once) builds the same tables.
-        return _hook_names(type(self))
+        return _hook_names(type(self), ("smtp_", "auth_"))
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # Why: stock parses every MAIL FROM / RCPT TO address with the email package's RFC
@@ -212,7 +241,8 @@ class OrderSMTP(SMTP):
         # Why: at EOF the stock reader raises IncompleteReadError, which aiosmtpd's command
         # loop answers with a 500 and then reads again; we turn it into _InputExhausted.
         super()._cb_client_connected(reader, writer)
-        self._reader: _ClientInput = _ClientInput(reader)  # type: ignore[assignment]
+        self._reader: _ClientInput = _ClientInput(reader, self._on_input)  # type: ignore[assignment]
+        self._reader.before_waiting = self._release_held
         if self._reading_stopped:  # the server stopped before this connection arrived
             self._stop_reading()
 
@@ -312,6 +342,7 @@ class OrderSMTP(SMTP):
         finally:
             if self._timeout_handle is not None:
                 self._timeout_handle.cancel()
+            self._release_held()
             if self.transport is not None:
                 self.transport.close()
 
@@ -335,11 +366,29 @@ class OrderSMTP(SMTP):
         # by the time a reply is ready. Stock then raises out of the session (cancelling the
         # handler's work) or lets asyncio log "socket.send() raised exception". Replies to a
         # departed client are dropped quietly; the work behind them has been done.
+        # And: stock sends every reply at once, one send() each (13 a CRLF transaction, each
+        # waking the client). In an EHLO session, a positive reply is held back while the
+        # client has already sent more (pipelined commands, RFC 2920 section 3.1) and goes
+        # out with the next reply that finds no input waiting, or before the session waits
+        # for input, as Postfix's smtpd does; only 250 and 354 are held (never the greeting,
+        # an error, or a reply that closes the session). Not in the portal's HELO sessions:
+        # it hangs up on the greeting, and the first reply written after that is what ends
+        # the connection (and frees its place under the per-client caps) at once.
         if self.transport is None or self.transport.is_closing():
             log.debug("reply not sent: client gone", peer=self._peer(), reply=_text(status))
+            self._held.clear()
             return
+        reply = status if isinstance(status, bytes) else status.encode(
+            "utf-8" if self.enable_SMTPUTF8 else "ascii"
+        )
+        if reply[:3] in (b"250", b"354") and self._pipelining() and self._holds_more():
+            self._held += reply + b"\r\n"
+            return
+        if self._held:
+            reply = bytes(self._held) + reply
+            self._held.clear()
         try:
-            await super().push(status)
+            await super().push(reply)
         except ConnectionError as error:
             log.debug(
                 "reply not sent: client gone",
@@ -347,6 +396,20 @@ class OrderSMTP(SMTP):
                 reply=_text(status),
                 error=str(error),
             )
+
+    def _pipelining(self) -> bool:
+        return self.session is not None and bool(self.session.extended_smtp)
+
+    def _holds_more(self) -> bool:
+        reader = getattr(self, "_reader", None)
+        return isinstance(reader, _ClientInput) and reader.holds_more()
+
+    def _release_held(self) -> None:
+        """Sends the replies still held back (the session ends)."""
+        held, self._held = bytes(self._held), bytearray()
+        if held and self.transport is not None and not self.transport.is_closing():
+            assert isinstance(self.transport, asyncio.WriteTransport)
+            self.transport.write(held)
 
     # --- commands -----------------------------------------------------------------------
 
@@ -377,10 +440,9 @@ class OrderSMTP(SMTP):
             mail_room += _MAIL_SMTPUTF8_PARAMETER_ROOM
         self.command_size_limits["MAIL"] = self.command_size_limit + mail_room
         keywords.append("HELP")
-        await self.push(f"250-{self.hostname}")
-        for keyword in keywords[:-1]:
-            await self.push(f"250-{keyword}")
-        await self.push(f"250 {keywords[-1]}")
+        lines = [self.hostname, *keywords]
+        # One reply of several lines: one send, not one per line.
+        await self.push("\r\n".join(f"250-{line}" for line in lines[:-1]) + f"\r\n250 {lines[-1]}")
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str | None) -> None:
@@ -564,6 +626,7 @@ def create_server_factory(
     greeting_timeout: float = DEFAULT_GREETING_TIMEOUT_SECONDS,
     enable_smtputf8: bool = True,
     gate: ConnectionGate | None = None,
+    on_input: Callable[[], None] | None = None,
 ) -> SessionFactory:
     """A protocol factory for `loop.create_server`: one `OrderSMTP` per connection.
 
@@ -571,7 +634,8 @@ def create_server_factory(
     `hostname` defaults to this machine's FQDN (looked up once, here); after `idle_timeout`
     seconds without a command the session ends (a transaction left open is reported), and
     after `greeting_timeout` seconds (at most `idle_timeout`) if no command came at all,
-    with a 421; `gate`, if given, admits or refuses each connection before its session starts.
+    with a 421; `gate`, if given, admits or refuses each connection before its session starts;
+    `on_input`, if given, is called for every line a session reads.
     """
     if isinstance(data_size_limit, bool) or not isinstance(data_size_limit, int):
         raise TypeError(f"data_size_limit must be an int, got {data_size_limit!r}")
@@ -590,6 +654,7 @@ def create_server_factory(
         greeting_timeout=greeting_timeout,
         enable_SMTPUTF8=enable_smtputf8,
         gate=gate,
+        on_input=on_input,
     )
 
 
@@ -621,5 +686,5 @@ async def start_server(
 
 
 @functools.cache
-def _hook_names(cls: type) -> list[str]:
-    return [name for name in dir(cls) if name.startswith(("smtp_", "auth_"))]
+def _hook_names(cls: type, prefixes: tuple[str, ...]) -> list[str]:
+    return [name for name in dir(cls) if name.startswith(prefixes)]
