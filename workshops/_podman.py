@@ -10,15 +10,12 @@ block as Docker101's.
 
 from __future__ import annotations
 
-import re
-
 from wodmail.hooks import (
     Appliance,
     HookContext,
-    read_home_file,
     setup_student_account,
     student_port,
-    write_home_file,
+    write_ssh_config_block,
 )
 
 # What the stock reset scripts removed, as the student, each allowed to fail (`&& true`).
@@ -39,9 +36,5 @@ async def create(ctx: HookContext, workshop: str) -> None:
     ssh_port = int(str(ctx.variable(f"SSHPORT-{workshop}")).strip())
     await setup_student_account(ctx)
     ctx.student_vars["HTTPPORT"] = http_port
-    begin, end = f"# BEGIN wodmail {workshop}", f"# END wodmail {workshop}"
-    block = (f"{begin}\nHost {ctx.target}\n    Port {ssh_port}\n"
-             "    StrictHostKeyChecking accept-new\nHost *\n" + f"{end}\n")
-    old = re.compile(rf"^{re.escape(begin)}\n.*?^{re.escape(end)}\n\n?", re.M | re.S)
-    others = old.sub("", read_home_file(ctx, ".ssh/config"))
-    write_home_file(ctx, ".ssh/config", block + ("\n" + others if others.strip() else ""))
+    write_ssh_config_block(ctx, workshop, f"Host {ctx.target}\n    Port {ssh_port}\n"
+                                          "    StrictHostKeyChecking accept-new\n")

@@ -34,18 +34,15 @@ Docker-in-Docker.
 
 from __future__ import annotations
 
-import re
-
 from wodmail.errors import AccountError, ConfigurationError
 from wodmail.hooks import (
     ComposeProject,
     HookContext,
-    read_home_file,
     read_public_key,
     reset_student_account,
     setup_student_account,
     student_port,
-    write_home_file,
+    write_ssh_config_block,
 )
 
 WORKSHOPS = ("WKSHP-Docker101",)
@@ -55,9 +52,6 @@ IMAGES = (f"{NAME}:latest",)
 
 HTTP_PORT_KEY = "HTTPPORT-WKSHP-Docker101"
 SSH_PORT_KEY = "SSHPORT-WKSHP-Docker101"
-BEGIN = "# BEGIN wodmail WKSHP-Docker101"
-END = "# END wodmail WKSHP-Docker101"
-_OLD_BLOCK = re.compile(rf"^{re.escape(BEGIN)}\n.*?^{re.escape(END)}\n\n?", re.M | re.S)
 
 
 async def create(ctx: HookContext) -> None:
@@ -95,7 +89,13 @@ def configure_backend(ctx: HookContext, http_port: int, ssh_port: int) -> None:
     if ctx.student is None or ctx.home is None or not ctx.target:
         raise AccountError(f"{ctx.workshop} create needs one student, its home and a target")
     ctx.student_vars["HTTPPORT"] = http_port
-    write_ssh_entry(ctx, _ssh_block(ctx.target, f"student{ctx.student}", ssh_port))
+    write_ssh_config_block(ctx, WORKSHOPS[0], (
+        f"Host {ctx.target}\n"
+        f"    User student{ctx.student}\n"
+        f"    Port {ssh_port}\n"
+        "    IdentityFile ~/.ssh/id_rsa\n"
+        "    StrictHostKeyChecking accept-new\n"
+    ))
     ctx.log.info("docker101 ports", http_port=http_port, ssh_port=ssh_port, target=ctx.target)
 
 
@@ -134,24 +134,3 @@ def _files(ctx: HookContext, http_port: int, ssh_port: int) -> dict[str, str]:
         compose += f'    ports:\n      - "{http_port}:{http_port}"\n      - "{ssh_port}:22"\n'
     return {"Dockerfile": dockerfile, "entrypoint.sh": entrypoint,
             "docker-compose.yml": compose, "authorized_keys": read_public_key(ctx)}
-
-
-def _ssh_block(host: str, user: str, port: int) -> str:
-    return (
-        f"{BEGIN}\n"
-        "# Written by wodmail at each CREATE of WKSHP-Docker101: edits here are lost.\n"
-        f"Host {host}\n"
-        f"    User {user}\n"
-        f"    Port {port}\n"
-        "    IdentityFile ~/.ssh/id_rsa\n"
-        "    StrictHostKeyChecking accept-new\n"
-        "Host *\n"
-        f"{END}\n"
-    )
-
-
-def write_ssh_entry(ctx: HookContext, block: str) -> None:
-    """Put `block` first in HOME/.ssh/config, replacing this module's previous block; the
-    file belongs to the home's owner (ssh refuses a config others can write)."""
-    others = _OLD_BLOCK.sub("", read_home_file(ctx, ".ssh/config"))
-    write_home_file(ctx, ".ssh/config", block + ("\n" + others if others.strip() else ""))

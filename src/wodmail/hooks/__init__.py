@@ -115,7 +115,8 @@ student's key; returns the `ApplianceUser`), `reset_student_account(ctx)`
 student's docker compose project: `write`, `build`, `up`, `wait_port`, `exec`, `jupyter_token`,
 `set_password`, `completion`, `down`; compose v2 or v1), `student_port(ctx, key)` (BASE +
 N - range[0]), and on the backend `read_public_key(ctx)`, `read_home_file` and
-`write_home_file` (files in the student's home, never through a link).
+`write_home_file` (files in the student's home, never through a link), and
+`write_ssh_config_block` (a workshop's own block at the top of `~/.ssh/config`).
 
 Inside wodmail: `phases` runs the hooks of a phase (`Hooks`), `context` holds
 `HookContext`, `scriptenv` who scripts run as; `_loader`, `_scripts` and `_process` are
@@ -132,7 +133,7 @@ from wodmail.hooks.accounts import (
 )
 from wodmail.hooks.compose import ComposeProject
 from wodmail.hooks.context import HookContext
-from wodmail.hooks.homefiles import read_home_file, write_home_file
+from wodmail.hooks.homefiles import read_home_file, write_home_file, write_ssh_config_block
 from wodmail.hooks.ports import student_port
 
 __all__ = [
@@ -148,4 +149,5 @@ __all__ = [
     "setup_student_account",
     "student_port",
     "write_home_file",
+    "write_ssh_config_block",
 ]

@@ -10,6 +10,7 @@ the way fails the hook with `AccountError`, nothing written.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
@@ -105,3 +106,17 @@ def _child(fd: int, part: str, owner: os.stat_result, create: bool, home: Path) 
             raise
         raise AccountError(f"{home}/.../{part} is not a plain folder (a link?): "
                            f"refusing to write through it") from exc
+
+
+def write_ssh_config_block(ctx: HookContext, owner: str, entries: str) -> None:
+    """Put `entries` (ssh config lines, e.g. `Host 10.0.0.7` / `    Port 14101`) first in
+    HOME/.ssh/config, between marker comments naming `owner` (a workshop), replacing that
+    owner's earlier block and keeping every other line. First, as ssh takes the first value
+    it finds for each option; closed by `Host *`, so options that followed at the top of the
+    file still apply to every host."""
+    begin, end = f"# BEGIN wodmail {owner}", f"# END wodmail {owner}"
+    old = re.compile(rf"^{re.escape(begin)}\n.*?^{re.escape(end)}\n\n?", re.M | re.S)
+    block = (f"{begin}\n# Written by wodmail at each CREATE of {owner}: edits here are lost.\n"
+             f"{entries}Host *\n{end}\n")
+    others = old.sub("", read_home_file(ctx, ".ssh/config"))
+    write_home_file(ctx, ".ssh/config", block + ("\n" + others if others.strip() else ""))
