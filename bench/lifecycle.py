@@ -428,31 +428,37 @@ class CpuSample:
     keypool: float
     bench: float
     load: tuple[float, float, float] = field(default_factory=os.getloadavg)  # when sampled
-    threads: dict[str, float] = field(default_factory=dict)  # kind of thread: CPU seconds
+    # kind of thread: (user, system) CPU seconds
+    threads: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def since(self, start: CpuSample) -> CpuSample:
-        threads = {kind: seconds - start.threads.get(kind, 0.0)
-                   for kind, seconds in self.threads.items()}
+        threads = {}
+        for kind, (user, system) in self.threads.items():
+            user0, system0 = start.threads.get(kind, (0.0, 0.0))
+            threads[kind] = (user - user0, system - system0)
         return CpuSample(self.wall - start.wall, self.daemon - start.daemon,
                          self.daemon_children - start.daemon_children,
                          self.keypool - start.keypool, self.bench - start.bench, self.load,
                          threads)
 
 
-def _thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of the daemon's live threads by kind (their name without its number):
+def _thread_cpu(pid: int) -> dict[str, tuple[float, float]]:
+    """(user, system) CPU seconds of the daemon's live threads by kind (their name without
+    its number):
     the event loop (`main`), the journal's writer, the default executor's workers
     (`asyncio`), the key pool... Threads that ended (a child watcher per program run) are
     only in the process's total."""
-    kinds: dict[str, float] = {}
+    kinds: dict[str, tuple[float, float]] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            seconds = _proc_cpu(task / "stat")[0]
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # it ended while we looked
         kind = "main" if task.name == str(pid) else re.sub(r"[_-]?\d+$", "", name)
-        kinds[kind] = kinds.get(kind, 0.0) + seconds
+        user, system = kinds.get(kind, (0.0, 0.0))
+        kinds[kind] = (user + int(fields[11]) / ticks, system + int(fields[12]) / ticks)
     return kinds
 
 
@@ -810,10 +816,11 @@ def cpu_line(cpu: CpuSample, orders: int) -> str:
         f"{(cpu.daemon - cpu.keypool) * per:.1f} ms   goal <= {GOAL_CPU_MS_PER_ORDER:.0f} ms: "
         f"{verdict(cpu.daemon * per <= GOAL_CPU_MS_PER_ORDER)}; load average at the end "
         f"{' '.join(f'{v:.2f}' for v in cpu.load)}\n"
-        f"   by thread, ms/order: "
-        + ", ".join(f"{kind} {seconds * per:.1f}"
-                    for kind, seconds in sorted(cpu.threads.items(), key=lambda kv: -kv[1]))
-        + f", threads that ended {(cpu.daemon - sum(cpu.threads.values())) * per:.1f}"
+        f"   by thread, ms/order (user + system): "
+        + ", ".join(f"{kind} {(user + system) * per:.1f} ({user * per:.1f} + {system * per:.1f})"
+                    for kind, (user, system)
+                    in sorted(cpu.threads.items(), key=lambda kv: -sum(kv[1])))
+        + f", threads that ended {(cpu.daemon - sum(map(sum, cpu.threads.values()))) * per:.1f}"
     )
 
 

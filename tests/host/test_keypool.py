@@ -16,6 +16,7 @@ import pytest
 import structlog.testing
 from cryptography.hazmat.primitives import serialization
 
+from wodmail.host import keypool
 from wodmail.host.keyledger import KeyLedger
 from wodmail.host.keypool import KeyPool
 from wodmail.lifecycle.backend import Backend
@@ -184,3 +185,52 @@ def test_the_ledger_keeps_the_newest_fingerprints_within_its_bound(tmp_path):
     assert len(reloaded) == 4
     assert not reloaded.claim(digests[-1]) and not reloaded.claim(digests[-4])
     assert reloaded.claim(digests[0])  # beyond the bound: forgotten
+
+
+# --- refilled when the backend is idle, not during a burst -------------------------------------
+
+
+def wait_for(condition, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_keys_taken_in_a_burst_are_replaced_only_once_takes_stop(tmp_path, monkeypatch):
+    """A burst of CREATEs keeps the CPU: the pool refills after it, not during it."""
+    monkeypatch.setattr(keypool, "QUIET_SECONDS", 0.5)
+    folder = tmp_path / "keys"
+    pool = KeyPool(4, BITS, folder)
+    pool.start()
+    wait_for(lambda: len(list(folder.glob("*.pem"))) == 4, "the pool never filled")
+    before = set(folder.glob("*.pem"))
+    pool.take()
+    pool.take()
+    last_take = time.time()
+    wait_for(lambda: len(pool) == 4, "the pool was never topped up")
+    pool.stop()
+    made = set(folder.glob("*.pem")) - before
+    assert len(made) == 2
+    # file times come from the kernel's coarse clock, a tick behind time.time() at most
+    assert min(f.stat().st_mtime for f in made) >= last_take + 0.5 - 0.05
+
+
+def test_a_pool_drawn_under_its_low_water_mark_refills_while_keys_are_still_taken(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(keypool, "QUIET_SECONDS", 3600.0)  # never idle in this test
+    folder = tmp_path / "keys"
+    pool = KeyPool(10, BITS, folder)
+    pool._load_stored()
+    assert pool.pause_before_refill(time.monotonic()) == 0  # never taken from: fill now
+    pool.start()
+    wait_for(lambda: len(pool) == 10, "the pool never filled")
+    for _ in range(9):
+        pool.take()
+    assert len(pool) == pool.low_water == 1
+    assert pool.pause_before_refill(time.monotonic()) > 3500  # busy: not refilled yet
+    pool.take()
+    wait_for(lambda: len(pool) == 1, "an empty pool was not refilled up to its low water mark")
+    assert pool.pause_before_refill(time.monotonic()) > 3500  # and no further while busy
+    pool.stop()

@@ -2,8 +2,11 @@
 
 A key is only randomness until it is written into a student's home, so a background
 thread fills a pool while the backend is idle (keygen releases the GIL: the event loop
-keeps running). When a burst of CREATEs empties the pool, keys are generated inline and the
-pool refills afterwards.
+keeps running). Idle means no key was taken for `QUIET_SECONDS`: during a burst of CREATEs
+the pool is drawn down without being refilled, so the burst keeps both cores, and it is
+topped up once the burst is over. Only when the pool falls under a tenth of its size does
+the thread refill it during the burst (at the lowest priority), so a long run of orders
+never empties it; when it is empty anyway, keys are generated inline.
 
 The pool survives restarts: each key made ahead is also kept as a PEM file in `folder`
 (the state dir's `keys/`, 0700, files 0600, as private as the journal), so a fresh process
@@ -22,10 +25,12 @@ it has handed out before.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import secrets
 import stat
 import threading
+import time
 from pathlib import Path
 
 import structlog
@@ -41,6 +46,10 @@ SUFFIX = ".pem"
 LEDGER = "keys-handed-out"
 """The ledger's file, beside the pool's folder (in the state dir)."""
 KEY_FILE_CAP = 64 * 1024
+QUIET_SECONDS = 1.0
+"""No key taken for this long: the backend is idle, the pool may be topped up."""
+LOW_WATER_FRACTION = 0.1
+"""Under this fraction of its size the pool is refilled even while keys are being taken."""
 
 
 def generate_key(bits: int) -> rsa.RSAPrivateKey:
@@ -55,6 +64,8 @@ class KeyPool:
         # Keys ready to hand out: (file, key), the key None until read back from its file.
         self._keys: collections.deque[tuple[Path | None, rsa.RSAPrivateKey | None]]
         self._keys = collections.deque()
+        self.low_water = max(1, int(size * LOW_WATER_FRACTION))
+        self._last_take = -math.inf  # time.monotonic() of the last take
         self._wanted = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -116,10 +127,22 @@ class KeyPool:
             pass
         while not self._stopped:
             self._wanted.wait()
+            self._wanted.clear()  # before looking at the pool: a later take sets it again
             while not self._stopped and len(self._keys) < self.size:
+                pause = self.pause_before_refill(time.monotonic())
+                if pause > 0:
+                    self._wanted.wait(pause)  # woken early by a take, to look again
+                    self._wanted.clear()
+                    continue
                 key = generate_key(self.bits)
                 self._keys.append((self._store(key), key))
-            self._wanted.clear()
+
+    def pause_before_refill(self, now: float) -> float:
+        """Seconds to wait before making the next key: 0 when the pool is under its low
+        water mark or no key was taken for QUIET_SECONDS, else the time left until then."""
+        if len(self._keys) < self.low_water:
+            return 0.0
+        return max(0.0, self._last_take + QUIET_SECONDS - now)
 
     def _store(self, key: rsa.RSAPrivateKey) -> Path | None:
         """Writes `key` to the pool's folder (atomically); None when there is no folder or
@@ -146,6 +169,7 @@ class KeyPool:
 
     def take(self) -> rsa.RSAPrivateKey:
         """A pooled key if there is one, else a fresh one made now."""
+        self._last_take = time.monotonic()
         key = None
         while key is None:
             try:
