@@ -16,6 +16,7 @@ from wodmail import metrics
 from wodmail.config import Config, Status, load_base_variables, load_config
 from wodmail.dispatch.dispatcher import Dispatcher, Runner
 from wodmail.errors import WodmailError
+from wodmail.host.children import watch_children_with_pidfds
 from wodmail.intake.bursts import BurstLog
 from wodmail.intake.gate import ConnectionGate, GatePolicy
 from wodmail.intake.handler import IntakeHandler
@@ -88,6 +89,7 @@ class Daemon:
 
     async def start(self) -> None:
         config = self.config
+        watch_children_with_pidfds()  # Python 3.11: no thread per program run
         # A token file other users could read would protect nothing: refuse before anything.
         self._status_token = status_token(config.status)
         self.notifier.status("recovering the journal")

@@ -221,7 +221,7 @@ class Backend:
             gid=account.gid,
             admin_uid=self.admin_uid(),
             key_comment=f"{account.name}@wodmail",
-            key=await asyncio.to_thread(self.keys.take),
+            key=self.keys.take,
         )
 
     async def end_processes(self, account: Account) -> int:
@@ -352,17 +352,18 @@ class Backend:
     ) -> DeployResult:
         """Deploys the workshop; what private templating tasks said is added to `runs`."""
         extras = self.deploy_extras(workshop, account.student, password)
+        admin_uid = self.admin_uid()
+
+        def deploy_and_give() -> DeployResult:  # one trip to a worker thread, not two
+            result = deploy_workshop(workshop.folder, account.home, renderer, extras)
+            accounts.give_to(result.student_paths, account.uid, account.gid, admin_uid)
+            return result
+
         try:
-            result = await asyncio.to_thread(
-                deploy_workshop, workshop.folder, account.home, renderer, extras
-            )
+            return await asyncio.to_thread(deploy_and_give)
         finally:
             if runs is not None and extras is not None and extras.tasks is not None:
                 runs.extend(extras.tasks.runs)
-        await asyncio.to_thread(
-            accounts.give_to, result.student_paths, account.uid, account.gid, self.admin_uid()
-        )
-        return result
 
     async def compile_scripts(
         self, workshop: Workshop, account: Account, renderer: Renderer
