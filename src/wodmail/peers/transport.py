@@ -68,7 +68,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 100,
         max_idle_per_origin: int = 20,
-        idle_seconds: float = 5.0,
+        idle_seconds: float = 4.0,  # under Node's 5 s keep-alive (the portal's API-DB)
     ) -> None:
         self._ssl_context = ssl_context
         self._slots = asyncio.Semaphore(max_connections)
