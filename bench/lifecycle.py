@@ -49,6 +49,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -234,6 +235,7 @@ class DeployFigures:
     cp_first: float
     cp: list[float]
     files: int
+    cpu: tuple[float, float]  # a warm deploy's median user and system CPU seconds
 
     def ratio(self) -> float:
         return statistics.median(self.warm) / statistics.median(self.cp)
@@ -255,14 +257,17 @@ def measure_deploy(sandbox: Sandbox, runs: int) -> DeployFigures:
     homes = sandbox.root / "deploy-homes"
     deploys: list[float] = []
     copies: list[float] = []
+    cpu: list[tuple[float, float]] = []
     files = 0
     for run in range(runs + 1):
         home = homes / f"deploy-{run}"
         home.mkdir(parents=True)
         renderer = backend.renderer(workshop, 1, "bench-password")
-        started = time.perf_counter()
+        started, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_THREAD)
         result = deploy_workshop(workshop.folder, home, renderer)
         deploys.append(time.perf_counter() - started)
+        done = resource.getrusage(resource.RUSAGE_THREAD)
+        cpu.append((done.ru_utime - used.ru_utime, done.ru_stime - used.ru_stime))
         files = result.files
         copy_home = homes / f"cp-{run}"
         copy_home.mkdir()
@@ -271,7 +276,9 @@ def measure_deploy(sandbox: Sandbox, runs: int) -> DeployFigures:
         copies.append(time.perf_counter() - started)
     check_rendered(homes / "deploy-0" / WORKSHOP)
     shutil.rmtree(homes)
-    return DeployFigures(deploys[0], deploys[1:], copies[0], copies[1:], files)
+    warm = cpu[1:]
+    median_cpu = (statistics.median(u for u, _ in warm), statistics.median(s for _, s in warm))
+    return DeployFigures(deploys[0], deploys[1:], copies[0], copies[1:], files, median_cpu)
 
 
 def check_rendered(folder: Path) -> None:
@@ -850,6 +857,9 @@ def report_deploy(figures: DeployFigures) -> bool:
           f"median of {len(figures.warm)} runs each")
     print(f"   deploy_workshop warm {ms(statistics.median(figures.warm))} "
           f"(first, templates not yet compiled: {ms(figures.first)})")
+    user, system = figures.cpu
+    print(f"   a warm deploy's CPU: user {ms(user)}, system {ms(system)} (the system part is "
+          "the file system's: it grows with the churn its folders have seen)")
     print(f"   cp -a              {ms(statistics.median(figures.cp))} "
           f"(first: {ms(figures.cp_first)}; includes starting cp)")
     print(f"   ratio {ratio:.2f}x   goal <= {GOAL_DEPLOY_RATIO:.0f}x: "
@@ -906,8 +916,6 @@ def report_rss(daemon_mib: float) -> bool:
 
 
 def _own_peak_rss_mib() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
