@@ -290,3 +290,58 @@ def test_backoff_jitter_stays_inside_the_cap():
         delays = [policy.delay(attempt) for _ in range(200)]
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays), (attempt, max(delays))
     assert max(policy.delay(20) for _ in range(1000)) <= 30
+
+
+# --- an order's running record (wodmail show) --------------------------------------------
+
+
+class TwoStepsThenHold:
+    """A runner whose steps `wodmail show` follows: two quick ones, then one that waits."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def __call__(self, job: Job, ctx: JobContext) -> dict:
+        steps = Steps(ctx, RetryPolicy(0.01, 0.02, 5))
+
+        async def quick() -> None:
+            return None
+
+        await steps.run("first", quick)
+        await steps.run("second", quick)
+        await steps.run("long hook", self.release.wait)
+        await steps.run("last", quick)  # its progress note is still due when the order ends
+        steps.result["outcome"] = "final"
+        return steps.result
+
+
+def shown_steps(journal: Journal, job_id: int) -> list[tuple[str, str]]:
+    result = JournalReader(journal.path).get(job_id).result
+    return [(step["name"], step["status"]) for step in result.get("steps", [])]
+
+
+async def test_show_follows_the_running_step_and_the_outcome_is_never_overwritten(
+    journal, monkeypatch
+):
+    """Progress is written at most every PROGRESS_SECONDS, yet the step under way shows up
+    within that time, and a write still due when the order ends is dropped."""
+    monkeypatch.setattr("wodmail.dispatch.dispatcher.PROGRESS_SECONDS", 0.3)
+    runner = TwoStepsThenHold()
+    dispatcher = Dispatcher(journal, runner, concurrency=2)
+    await dispatcher.start()
+    job_id = await submit(journal, dispatcher, Verb.CREATE, 4)
+    running = ("long hook", "running")
+    await asyncio.wait_for(_until(lambda: running in shown_steps(journal, job_id)), 30)
+    assert shown_steps(journal, job_id)[:2] == [("first", "ok"), ("second", "ok")]
+
+    # Ends with a progress write due: "long hook" closes and the order finishes at once.
+    runner.release.set()
+    await dispatcher.drain()
+    done_at = asyncio.get_running_loop().time()
+    final = JournalReader(journal.path).get(job_id)
+    assert final.state is JobState.DONE and final.result["outcome"] == "final"
+    # Past the throttle window, nothing has rewritten the outcome with a running record.
+    await _until(lambda: asyncio.get_running_loop().time() > done_at + 0.6)
+    await journal.save_result(job_id + 1000, {})  # a later write: everything before is in
+    again = JournalReader(journal.path).get(job_id)
+    assert again.result == final.result and again.state is JobState.DONE

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,6 +29,10 @@ from wodmail.journal.jobs import Job, JobState
 from wodmail.journal.store import Journal, JournalClosed, JournalLost, StepRecord, until_recorded
 
 log = structlog.get_logger(__name__)
+
+PROGRESS_SECONDS = 0.25
+"""An order's running record (`wodmail show`: the current step) is rewritten at most this
+often; each rewrite is a journal write of the whole result so far."""
 
 
 class Idlers:
@@ -75,6 +80,8 @@ class JobContext:
         self._intake_first = intake_first or IntakeFirst()
         self._in_step = False  # holds a step's turn (see `step`)
         self.started = time.monotonic()
+        self._progress_at = -math.inf  # when progress was last written
+        self._progress_timer: asyncio.TimerHandle | None = None
 
     @asynccontextmanager
     async def step(self) -> AsyncIterator[None]:
@@ -139,8 +146,30 @@ class JobContext:
         await until_recorded("progress", lambda: self._journal.save_result(self.job.id, result))
 
     def note_progress(self, result: dict[str, Any]) -> None:
-        """Records the result so far without waiting for the commit (the current step)."""
+        """Records the result so far without waiting for the commit (the current step), at
+        most every PROGRESS_SECONDS: a later note in that time is written when it ends, as
+        `result` then is (the dict the order keeps updating). Only `wodmail show` reads it;
+        what a re-run relies on is committed by `record_step`, at once."""
+        if self._progress_timer is not None or self._progress_at == math.inf:
+            return  # a write is due already, or the order is ending
+        wait = self._progress_at + PROGRESS_SECONDS - time.monotonic()
+        if wait <= 0:
+            self._write_progress(result)
+        else:
+            loop = asyncio.get_running_loop()
+            self._progress_timer = loop.call_later(wait, self._write_progress, result)
+
+    def _write_progress(self, result: dict[str, Any]) -> None:
+        self._progress_timer = None
+        self._progress_at = time.monotonic()
         self._journal.note_progress(self.job.id, result)
+
+    def stop_progress(self) -> None:
+        """No progress is written from now on: the order's outcome is about to be."""
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
+            self._progress_timer = None
+        self._progress_at = math.inf
 
     async def record_student(self, student: int) -> None:
         """An `[object Promise]` order's student, once resolved: kept on the job (so
@@ -290,7 +319,10 @@ class Dispatcher:
             ctx = JobContext(job, self._slots, self._journal, self._join_lane, self._idlers,
                              self.intake_first)
             try:
-                result = await self._runner(job, ctx)
+                try:
+                    result = await self._runner(job, ctx)
+                finally:
+                    ctx.stop_progress()
             except asyncio.CancelledError:
                 log.warning("order interrupted; it will run again on the next start")
                 metrics.order_finished(job.verb, "interrupted", ctx.started)
