@@ -254,7 +254,7 @@ class Daemon:
                 log.warning("cannot read the queue from the journal", error=str(exc))
                 continue
             for job in queued:
-                if job.state is JobState.ACCEPTED and not self.dispatcher.holds(job.id):
+                if job.state is JobState.ACCEPTED:  # still queued at this read
                     log.info("order queued again", job=job.id, attempt=len(job.attempt_log))
                     self.dispatcher.submit(job)
 

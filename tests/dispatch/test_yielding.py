@@ -4,6 +4,7 @@ steps one at a time; at full concurrency once the intake is quiet; never held up
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,32 @@ async def test_a_step_waits_for_its_turn_at_most_max_wait(journal):
     """A step that keeps its turn (a hub slow to start a server) holds the others up for
     `max_wait_seconds` at most, however busy the intake."""
     intake_first = IntakeFirst(quiet_seconds=SETTLE_SECONDS, max_wait_seconds=0.2)
+
+    async def slow(ctx: JobContext, second_started: asyncio.Event) -> None:
+        await asyncio.wait_for(second_started.wait(), SETTLE_SECONDS)
+
+    assert await first_and_second(journal, intake_first, slow) == [
+        "second started", "first ended"]
+
+
+async def test_an_order_that_only_waits_gives_its_turn_back(journal):
+    intake_first = IntakeFirst(quiet_seconds=SETTLE_SECONDS, max_wait_seconds=SETTLE_SECONDS)
+
+    async def wait_for_the_portal(ctx: JobContext, second_started: asyncio.Event) -> None:
+        async with ctx.idle():  # as waiting for `cleaned` does
+            await asyncio.wait_for(second_started.wait(), SETTLE_SECONDS)
+
+    assert await first_and_second(journal, intake_first, wait_for_the_portal) == [
+        "second started", "first ended"]
+
+
+async def first_and_second(
+    journal: Journal,
+    intake_first: IntakeFirst,
+    first_step: Callable[[JobContext, asyncio.Event], Awaitable[None]],
+) -> list[str]:
+    """Student 1's order runs `first_step` (told when student 2's step starts), student 2's
+    order a quick step a moment later, while the intake is busy; what happened, in order."""
     intake_first.input_received()
     second_started = asyncio.Event()
     order: list[str] = []
@@ -87,8 +114,7 @@ async def test_a_step_waits_for_its_turn_at_most_max_wait(journal):
     async def runner(job: Job, ctx: JobContext) -> dict:
         steps = Steps(ctx, RetryPolicy())
         if job.student == 1:
-            await steps.run("slow", lambda: asyncio.wait_for(second_started.wait(),
-                                                             SETTLE_SECONDS))
+            await steps.run("first", lambda: first_step(ctx, second_started))
             order.append("first ended")
         else:
             await asyncio.sleep(0.05)  # the first order takes its turn before
@@ -100,34 +126,7 @@ async def test_a_step_waits_for_its_turn_at_most_max_wait(journal):
     await submit(journal, dispatcher, 1)
     await submit(journal, dispatcher, 2)
     await asyncio.wait_for(dispatcher.drain(), SETTLE_SECONDS * 2)
-    assert order == ["second started", "first ended"]
-
-
-async def test_an_order_that_only_waits_gives_its_turn_back(journal):
-    intake_first = IntakeFirst(quiet_seconds=SETTLE_SECONDS, max_wait_seconds=SETTLE_SECONDS)
-    intake_first.input_received()
-    second_started = asyncio.Event()
-    order: list[str] = []
-
-    async def runner(job: Job, ctx: JobContext) -> dict:
-        steps = Steps(ctx, RetryPolicy())
-        if job.student == 1:
-            async def wait_for_the_portal() -> None:
-                async with ctx.idle():  # as waiting for `cleaned` does
-                    await asyncio.wait_for(second_started.wait(), SETTLE_SECONDS)
-            await steps.run("wait", wait_for_the_portal)
-            order.append("first ended")
-        else:
-            await asyncio.sleep(0.05)
-            await steps.run("quick", _set(second_started, order))
-        return steps.result
-
-    dispatcher = Dispatcher(journal, runner, concurrency=8, intake_first=intake_first)
-    await dispatcher.start()
-    await submit(journal, dispatcher, 1)
-    await submit(journal, dispatcher, 2)
-    await asyncio.wait_for(dispatcher.drain(), SETTLE_SECONDS * 2)
-    assert order == ["second started", "first ended"]
+    return order
 
 
 def _set(event: asyncio.Event, order: list[str]):

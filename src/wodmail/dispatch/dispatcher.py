@@ -82,6 +82,7 @@ class JobContext:
         self.started = time.monotonic()
         self._progress_at = -math.inf  # when progress was last written
         self._progress_timer: asyncio.TimerHandle | None = None
+        self._progress_stopped = False  # the outcome is being written: no more progress
 
     @asynccontextmanager
     async def step(self) -> AsyncIterator[None]:
@@ -150,7 +151,7 @@ class JobContext:
         most every PROGRESS_SECONDS: a later note in that time is written when it ends, as
         `result` then is (the dict the order keeps updating). Only `wodmail show` reads it;
         what a re-run relies on is committed by `record_step`, at once."""
-        if self._progress_timer is not None or self._progress_at == math.inf:
+        if self._progress_timer is not None or self._progress_stopped:
             return  # a write is due already, or the order is ending
         wait = self._progress_at + PROGRESS_SECONDS - time.monotonic()
         if wait <= 0:
@@ -169,7 +170,7 @@ class JobContext:
         if self._progress_timer is not None:
             self._progress_timer.cancel()
             self._progress_timer = None
-        self._progress_at = math.inf
+        self._progress_stopped = True
 
     async def record_student(self, student: int) -> None:
         """An `[object Promise]` order's student, once resolved: kept on the job (so

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 QUIET_SECONDS = 0.05
 MAX_WAIT_SECONDS = 1.0
@@ -52,15 +50,6 @@ class IntakeFirst:
 
     def busy(self) -> bool:
         return asyncio.get_running_loop().time() - self._last_input < self._quiet
-
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Held while one step of an order runs."""
-        await self.enter()
-        try:
-            yield
-        finally:
-            self.leave()
 
     async def enter(self) -> None:
         """Waits for this step's turn (not at all while the intake is quiet)."""

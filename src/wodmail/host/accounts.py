@@ -376,16 +376,16 @@ async def reset_home(
     gid: int,
     admin_uid: int | None = None,
     key_comment: str,
-    key: rsa.RSAPrivateKey | Callable[[], rsa.RSAPrivateKey] | None = None,
+    take_key: Callable[[], rsa.RSAPrivateKey] | None = None,
 ) -> None:
     """Wipe `home`, restore the skeletons, create the ssh pair, give it all to uid:gid.
 
-    `key` may be a function that hands one out (a key pool's `take`): it is called in the
-    same worker thread as the rest. The admin ACL goes on everything but .ssh: an ACL mask
-    shows as group bits, and ssh refuses a private key that looks group-readable.
+    `take_key` hands out the pair (a key pool's `take`), in the same worker thread as the
+    rest; without it one is generated. The admin ACL goes on everything but .ssh: an ACL
+    mask shows as group bits, and ssh refuses a private key that looks group-readable.
     """
     await asyncio.to_thread(
-        _reset_home, Path(home), list(skel_dirs), uid, gid, admin_uid, key_comment, key
+        _reset_home, Path(home), list(skel_dirs), uid, gid, admin_uid, key_comment, take_key
     )
 
 
@@ -396,11 +396,11 @@ def _reset_home(
     gid: int,
     admin_uid: int | None,
     key_comment: str,
-    key: rsa.RSAPrivateKey | Callable[[], rsa.RSAPrivateKey] | None = None,
+    take_key: Callable[[], rsa.RSAPrivateKey] | None = None,
 ) -> None:
     wipe_home(home)
     restore_skel(home, skel_dirs)
-    create_ssh_keypair(home, key_comment, key=key() if callable(key) else key)
+    create_ssh_keypair(home, key_comment, key=take_key() if take_key else None)
     ssh_dir = home / SSH_DIR
     give_to([p for p in home.iterdir() if p != ssh_dir], uid, gid, admin_uid)
     give_to([ssh_dir], uid, gid)

@@ -221,7 +221,7 @@ class Backend:
             gid=account.gid,
             admin_uid=self.admin_uid(),
             key_comment=f"{account.name}@wodmail",
-            key=self.keys.take,
+            take_key=self.keys.take,
         )
 
     async def end_processes(self, account: Account) -> int:

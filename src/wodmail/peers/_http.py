@@ -18,8 +18,7 @@ import structlog
 from wodmail import metrics
 from wodmail.errors import ConfigurationError, PeerUnavailable
 from wodmail.logs import register_secret
-from wodmail.peers import transport
-from wodmail.peers.transport import StreamTransport
+from wodmail.peers.transport import StreamTransport, usable_for
 
 log = structlog.get_logger(__name__)
 
@@ -130,7 +129,7 @@ class ClientBase:
             base_url=self._base_url,
             timeout=timeout,
             headers={**(headers or {}), "Accept": "application/json"},
-            transport=StreamTransport() if transport.usable_for(self._base_url) else None,
+            transport=StreamTransport() if usable_for(self._base_url) else None,
         )
 
     def _root(self, base_url: str) -> str:
